@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from apps.dashboard import views
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+]

