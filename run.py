@@ -4,6 +4,7 @@
     python3 run.py demo     # venv + install + embedded PostgreSQL/Redis + demo data + server
     python3 run.py test     # venv + install + the whole test suite (extra args go to pytest)
     python3 run.py serve    # web server + OTLP receiver against an existing DATABASE_URL
+    python3 run.py bench ingest   # a benchmark from bench/ (ingest, ...), on the embedded defaults
     python3 run.py lock     # re-pin requirements.lock from requirements.in
 
 This file uses the standard library only: it builds `.venv`, installs the pinned
@@ -45,7 +46,7 @@ def _ensure_venv() -> None:
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "help"
-    if command not in {"demo", "test", "serve", "lock"}:
+    if command not in {"demo", "test", "serve", "bench", "lock"}:
         print(__doc__)
         return 0 if command in {"help", "-h", "--help"} else 2
     _ensure_venv()

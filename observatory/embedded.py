@@ -31,12 +31,22 @@ def postgres_url(datadir: Path | None = None) -> str:
     return str(server.get_uri())
 
 
-def stop_postgres(datadir: Path | None = None) -> None:
-    import pgserver
+def pg_ctl(datadir: Path, *args: str) -> None:
+    """Run the embedded PostgreSQL's pg_ctl on a data directory (as pgserver's user under root)."""
+    from pgserver._commands import pg_ctl as run_pg_ctl
 
+    run_pg_ctl(list(args), pgdata=datadir, user="pgserver" if os.geteuid() == 0 else None, timeout=60)
+
+
+def stop_postgres(datadir: Path | None = None) -> None:
     datadir = datadir or STATE_DIR / "pgdata"
     if (datadir / "postmaster.pid").exists():
-        pgserver.get_server(str(datadir), cleanup_mode="stop").cleanup()
+        pg_ctl(datadir, "-w", "stop", "-m", "fast")
+
+
+def start_stopped_postgres(datadir: Path) -> None:
+    """Start a cluster that pgserver initialised, on the same socket directory, after a stop."""
+    pg_ctl(datadir, "-w", "-o", '-h ""', "-o", f"-k {datadir}", "-l", str(datadir / "log"), "start")
 
 
 def start_redis(dbfile: Path | None = None) -> tuple[Any, str]:

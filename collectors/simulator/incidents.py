@@ -1,0 +1,170 @@
+"""Named incidents: scenarios that change the simulated traffic inside a time window.
+
+A spec reads `NAME:TARGET@START[..END]`, e.g. `silent-model-change:support-chat@-2d` or
+`p99-regression:gpt-4o@2026-11-18T09:00..2026-11-19T09:00`. Times are `now`, relative to now
+(`-2d`, `-6h30m`, `+10m`) or ISO 8601 (naive means UTC); without END the incident lasts to the
+end of the run.
+
+To add a scenario, subclass `Incident`, give it a `name`, override `traffic_multiplier` (more or
+fewer requests) and/or `apply` (tweak one call's drawn parameters before its timing is derived),
+and decorate it with `@register`. Each incident draws from its own per-request Random, so the
+requests it does not touch are identical to a run without it.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC
+from datetime import datetime
+from typing import ClassVar
+
+from collectors.simulator.catalog import FEATURES, MODELS, TENANTS, heaviest_feature
+from collectors.simulator.plan import CallPlan, RequestPlan, new_fingerprint, set_output_tokens
+from collectors.simulator.traffic import from_ns, parse_time, to_ns
+
+
+class Incident(ABC):  # noqa: B024 (no abstract method: a scenario overrides whichever hooks it needs)
+    name: ClassVar[str]
+    target_help: ClassVar[str]
+    description: ClassVar[str]
+
+    def __init__(self, target: str, start_ns: int, end_ns: int | None, spec: str) -> None:
+        self.target = target
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.spec = spec
+        self.check_target()
+
+    def check_target(self) -> None:
+        """Raise ValueError naming the valid choices when the target does not exist."""
+
+    def active(self, at_ns: int) -> bool:
+        return at_ns >= self.start_ns and (self.end_ns is None or at_ns < self.end_ns)
+
+    def traffic_multiplier(self, tenant: str, feature: str, at_ns: int) -> float:
+        """How many times the usual traffic of (tenant, feature) arrives at this instant."""
+        return 1.0
+
+    def apply(self, request: RequestPlan, call: CallPlan, rng: random.Random) -> bool:
+        """Tweak a call of an active request; return True when it changed something."""
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+
+INCIDENTS: dict[str, type[Incident]] = {}
+
+
+def register(cls: type[Incident]) -> type[Incident]:
+    INCIDENTS[cls.name] = cls
+    return cls
+
+
+@register
+class SilentModelChange(Incident):
+    name = "silent-model-change"
+    target_help = "FEATURE"
+    description = (
+        "From START the providers answer FEATURE's requested models with a new snapshot (another "
+        "gen_ai.response.model and system fingerprint) whose answers are ~60% longer."
+    )
+    output_growth = 1.6
+
+    def check_target(self) -> None:
+        _check_choice("feature", self.target, FEATURES)
+
+    def apply(self, request: RequestPlan, call: CallPlan, rng: random.Random) -> bool:
+        # Self-hosted models change only when we deploy them; this is a hosted provider's doing.
+        if request.feature.name != self.target or call.failed or call.provider.self_hosted:
+            return False
+        call.response_model = drifted_snapshot(call.model.name, call.model.snapshot_style, from_ns(self.start_ns))
+        if call.system_fingerprint is not None:
+            call.system_fingerprint = new_fingerprint(f"{call.model.name}:{self.start_ns}")
+        visible = call.output_tokens - call.reasoning_tokens
+        set_output_tokens(
+            call, int(visible * self.output_growth * rng.uniform(0.9, 1.1)), int(call.reasoning_tokens * 1.2)
+        )
+        return True
+
+
+@register
+class P99Regression(Incident):
+    name = "p99-regression"
+    target_help = "MODEL"
+    description = "From START, 5% of calls to MODEL (the requested model name) take 4x as long: the tail moves, the median does not."
+    share = 0.05
+    slowdown = 4.0
+
+    def check_target(self) -> None:
+        _check_choice("model", self.target, MODELS)
+
+    def apply(self, request: RequestPlan, call: CallPlan, rng: random.Random) -> bool:
+        if call.model.name != self.target or call.failed or rng.random() >= self.share:
+            return False
+        call.latency_factor *= self.slowdown
+        return True
+
+
+@register
+class CostSpike(Incident):
+    name = "cost-spike"
+    target_help = "TENANT[/FEATURE]"
+    description = (
+        "From START, TENANT sends 5x its usual traffic to FEATURE (default: its busiest feature), "
+        "like a client stuck in a retry loop."
+    )
+    multiplier = 5.0
+
+    def check_target(self) -> None:
+        tenant, _, feature = self.target.partition("/")
+        _check_choice("tenant", tenant, TENANTS)
+        self.tenant = tenant
+        self.feature = feature or heaviest_feature(tenant)
+        _check_choice("feature", self.feature, FEATURES)
+
+    def traffic_multiplier(self, tenant: str, feature: str, at_ns: int) -> float:
+        if tenant == self.tenant and feature == self.feature and self.active(at_ns):
+            return self.multiplier
+        return 1.0
+
+    def apply(self, request: RequestPlan, call: CallPlan, rng: random.Random) -> bool:
+        return request.tenant.name == self.tenant and request.feature.name == self.feature
+
+
+def drifted_snapshot(model: str, style: str, at: datetime) -> str:
+    """The name a provider gives a new snapshot of `model` released at `at`."""
+    base = model.removesuffix("-latest")
+    if style == "anthropic":
+        return f"{base}-{at:%Y%m%d}"
+    if style == "gemini":
+        return f"{base}-preview-{at:%m-%Y}"
+    if style == "mistral":
+        return f"{base.removesuffix('-small')}-small-{at:%y%m}"
+    return f"{base}-{at:%Y-%m-%d}"
+
+
+def parse_incident(spec: str, now: datetime) -> Incident:
+    """Build an incident from `NAME:TARGET@START[..END]`; relative times count from `now`."""
+    name, sep, rest = spec.partition(":")
+    if not sep or name not in INCIDENTS:
+        raise ValueError(f"unknown incident {name!r} in {spec!r}; known: {', '.join(sorted(INCIDENTS))}")
+    cls = INCIDENTS[name]
+    target, sep, window = rest.rpartition("@")
+    if not sep or not target:
+        raise ValueError(f"incident {spec!r} must read {name}:{cls.target_help}@START[..END]")
+    start_text, _, end_text = window.partition("..")
+    start = parse_time(start_text, now)
+    end = parse_time(end_text, now) if end_text else None
+    if end is not None and end <= start:
+        raise ValueError(f"incident {spec!r} ends before it starts")
+    return cls(target, to_ns(start), to_ns(end) if end else None, spec)
+
+
+def describe_incidents() -> str:
+    return "\n".join(f"{name}:{cls.target_help}@START[..END]\n    {cls.description}" for name, cls in INCIDENTS.items())
+
+
+def _check_choice(kind: str, value: str, choices: dict[str, object]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")

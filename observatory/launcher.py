@@ -1,0 +1,167 @@
+"""What `python3 run.py demo|test|serve` runs inside the virtualenv.
+
+demo   embedded PostgreSQL + Redis (when DATABASE_URL / REDIS_URL are unset), migrate, a demo
+       login and ingest key, gunicorn serving the dashboard and the OTLP receiver, simulated
+       traffic (a backfill on first run, then live). Ctrl-C stops everything it started.
+test   the whole test suite on the same embedded defaults.
+serve  the production web process (dashboard + receiver) against DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from observatory import embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def _say(message: str) -> None:
+    print(f"[observatory] {message}", flush=True)
+
+
+def _embedded_services(need_redis: bool) -> Any:
+    """Point DATABASE_URL / REDIS_URL at embedded servers when unset; returns the Redis handle."""
+    redis_handle = None
+    if not os.environ.get("DATABASE_URL"):
+        os.environ["DATABASE_URL"] = embedded.postgres_url()
+        _say(f"embedded PostgreSQL in {embedded.STATE_DIR / 'pgdata'}")
+    if need_redis and not os.environ.get("REDIS_URL"):
+        redis_handle, url = embedded.start_redis()
+        os.environ["REDIS_URL"] = url
+        _say(f"embedded Redis on {url}")
+    return redis_handle
+
+
+def _manage(*args: str, capture: bool = False) -> str:
+    done = subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True, text=True, capture_output=capture)
+    return done.stdout if capture else ""
+
+
+def _wait_http(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"server did not answer at {url} within {seconds:.0f}s")
+
+
+def _gunicorn(bind: list[str], workers: int) -> list[str]:
+    command = [PY, "-m", "gunicorn", "observatory.wsgi", "--workers", str(workers), "--threads", "4"]
+    command += ["--access-logfile", "-", "--graceful-timeout", "5", "--timeout", "60"]
+    for address in bind:
+        command += ["--bind", address]
+    return command
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def demo(argv: list[str]) -> int:
+    redis_handle = _embedded_services(need_redis=True)
+    host = os.environ.get("OBSERVATORY_HOST", "127.0.0.1")
+    port = int(os.environ.get("OBSERVATORY_PORT", "8000"))
+    otlp_port = int(os.environ.get("OBSERVATORY_OTLP_PORT", "4318"))
+    days = int(os.environ.get("DEMO_BACKFILL_DAYS", "7"))
+    children: list[subprocess.Popen[bytes]] = []
+
+    def stop(*_: object) -> None:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        children.clear()
+
+    try:
+        _manage("migrate", "--noinput", "-v", "0")
+        login = _manage("demo_setup", capture=True).strip().splitlines()
+        credentials = dict(line.split("=", 1) for line in login if "=" in line)
+        children.append(subprocess.Popen(_gunicorn([f"{host}:{port}", f"{host}:{otlp_port}"], workers=2), cwd=ROOT))
+        _wait_http(f"http://{host}:{port}/healthz")
+        endpoint = f"http://{host}:{otlp_port}"
+        marker = embedded.STATE_DIR / "demo-backfilled"
+        if not marker.exists():
+            _say(f"loading {days} days of simulated traffic through OTLP to {endpoint} ...")
+            subprocess.run(
+                [PY, "-m", "collectors.simulator", "--endpoint", endpoint, "--key", credentials["key"],
+                 "--backfill-days", str(days), "--seed", "7"],
+                cwd=ROOT, check=True,
+            )  # fmt: skip
+            marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        children.append(
+            subprocess.Popen(
+                [PY, "-m", "collectors.simulator", "--endpoint", endpoint, "--key", credentials["key"], "--live",
+                 "--seed", str(secrets.randbelow(10**6))],
+                cwd=ROOT,
+            )  # fmt: skip
+        )
+        _say("")
+        _say(f"Dashboard:     http://{host}:{port}/   login {credentials['user']} / {credentials['password']}")
+        _say(f"OTLP receiver: {endpoint}/v1/traces (also on port {port}); ingest key {credentials['key']}")
+        _say("Simulated traffic keeps arriving live. Ctrl-C stops everything.")
+        signal.signal(signal.SIGTERM, _interrupt)
+        while all(child.poll() is None for child in children):
+            time.sleep(1)
+        _say("a child process exited; stopping")
+        return 1
+    except KeyboardInterrupt:
+        _say("stopping ...")
+        return 0
+    finally:
+        stop()
+        if redis_handle is not None:
+            redis_handle.shutdown(save=True, now=True)
+        if os.environ["DATABASE_URL"].find(str(embedded.STATE_DIR)) != -1:
+            embedded.stop_postgres()
+
+
+def test(argv: list[str]) -> int:
+    _embedded_services(need_redis=False)
+    rc = subprocess.run([PY, "-m", "pytest", *argv], cwd=ROOT).returncode
+    if rc == 5:
+        _say("pytest selected no tests (exit code 5)")
+        return 0
+    return rc
+
+
+def serve(argv: list[str]) -> int:
+    if not os.environ.get("DATABASE_URL"):
+        raise SystemExit("serve runs against an existing database: set DATABASE_URL (postgres://...)")
+    port = os.environ.get("PORT", "8000")
+    workers = os.environ.get("WEB_CONCURRENCY", str(max(2, os.cpu_count() or 2)))
+    _manage("migrate", "--noinput")
+    os.execv(PY, _gunicorn([f"0.0.0.0:{port}"], workers=int(workers)))
+
+
+def bench(argv: list[str]) -> int:
+    if not argv:
+        raise SystemExit("usage: run.py bench NAME [args]  (NAME: " + ", ".join(
+            sorted(p.stem for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))) + ")")
+    _embedded_services(need_redis=False)
+    return subprocess.run([PY, str(ROOT / "bench" / f"{argv[0]}.py"), *argv[1:]], cwd=ROOT).returncode
+
+
+def main() -> int:
+    command, argv = sys.argv[1], sys.argv[2:]
+    return {"demo": demo, "test": test, "serve": serve, "bench": bench}[command](argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

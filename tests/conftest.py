@@ -1,0 +1,38 @@
+"""Fixtures shared by every test: real PostgreSQL (embedded when DATABASE_URL is unset),
+a project with an ingest key, and the base set of users."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from apps.accounts.models import IngestKey, Project
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: object) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    # Process-level caches must not carry rows from one test's (rolled back) database to the next.
+    from apps.telemetry import partitions, views
+
+    partitions.forget_known_partitions()
+    views.forget_cached_keys()
+    yield
+    partitions.forget_known_partitions()
+    views.forget_cached_keys()
+
+
+@pytest.fixture
+def project(db: None) -> Project:
+    return Project.objects.create(name="acme-prod")
+
+
+@pytest.fixture
+def ingest_key(project: Project) -> str:
+    _, plaintext = IngestKey.issue(project, "test")
+    return plaintext
