@@ -53,6 +53,7 @@ def decode_traces_protobuf(body: bytes) -> tuple[list[RawSpan], list[str]]:
     spans: list[RawSpan] = []
     rejections: list[str] = []
     for ri, resource_spans in enumerate(request.resource_spans):
+        # One dict shared by all the spans of this resource (decoded once): read-only.
         resource = _pb_attributes(resource_spans.resource.attributes)
         for si, scope_spans in enumerate(resource_spans.scope_spans):
             scope = scope_spans.scope
@@ -95,6 +96,11 @@ def _pb_attributes(key_values: Iterable[Any]) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     for kv in key_values:
         value = kv.value
+        # Most attributes are non-empty strings: one upb access instead of two.
+        text = value.string_value
+        if text:
+            attributes[kv.key] = text
+            continue
         which = value.WhichOneof("value")
         if which in _SCALAR_ONEOFS:
             attributes[kv.key] = getattr(value, which)
@@ -176,9 +182,7 @@ def decode_traces_json(body: bytes) -> tuple[list[RawSpan], list[str]]:
             f"(line {exc.lineno}, column {exc.colno})"
         ) from None
     if type(document) is not dict:
-        raise PayloadError(
-            f"body is a JSON {_json_type(document)}, not an OTLP ExportTraceServiceRequest object"
-        )
+        raise PayloadError(f"body is a JSON {_json_type(document)}, not an OTLP ExportTraceServiceRequest object")
     resource_spans_list = _get(document, "resourceSpans", "resource_spans")
     if resource_spans_list is None:
         return [], []
@@ -196,6 +200,7 @@ def decode_traces_json(body: bytes) -> tuple[list[RawSpan], list[str]]:
             rejections.append(f"resourceSpans[{ri}].scopeSpans is not an array")
             continue
         try:
+            # One dict shared by all the spans of this resource (decoded once): read-only.
             resource = _json_resource(resource_spans)
         except SpanRejected as exc:
             _reject_all(rejections, f"resourceSpans[{ri}].resource", exc, scope_spans_list)
@@ -227,11 +232,12 @@ def decode_traces_json(body: bytes) -> tuple[list[RawSpan], list[str]]:
 def _json_span(span: Any, resource: dict[str, Any], scope_name: str, scope_version: str) -> RawSpan:
     if type(span) is not dict:
         raise SpanRejected(f"span is a JSON {_json_type(span)}, expected an object")
-    trace_id = _json_id(_get(span, "traceId", "trace_id"), "trace id")
-    span_id = _json_id(_get(span, "spanId", "span_id"), "span id")
-    parent = _json_id(_get(span, "parentSpanId", "parent_span_id"), "parent span id")
-    start_ns = _json_uint64(_get(span, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano")
-    end_ns = _json_uint64(_get(span, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano")
+    get = span.get
+    trace_id = _json_id(get("traceId") or get("trace_id"), "trace id")
+    span_id = _json_id(get("spanId") or get("span_id"), "span id")
+    parent = _json_id(get("parentSpanId") or get("parent_span_id"), "parent span id")
+    start_ns = _json_uint64(get("startTimeUnixNano") or get("start_time_unix_nano"), "startTimeUnixNano")
+    end_ns = _json_uint64(get("endTimeUnixNano") or get("end_time_unix_nano"), "endTimeUnixNano")
     problem = _check_ids_and_times(trace_id, span_id, parent, start_ns, end_ns)
     if problem is not None:
         raise SpanRejected(problem)
@@ -294,7 +300,7 @@ def _reject_all(rejections: list[str], where: str, exc: SpanRejected, scope_span
     for scope_spans in scope_spans_list:
         span_list = scope_spans.get("spans") if type(scope_spans) is dict else None
         count += len(span_list) if type(span_list) is list else 0
-    rejections.extend([f"{where}: {exc}"] * max(count, 1))
+    rejections.extend([f"{where}: {exc}"] * count)
 
 
 def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
@@ -304,16 +310,16 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
 
 
 def _json_id(value: Any, what: str) -> bytes:
-    if value is None or value == "":
+    if type(value) is str:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise SpanRejected(
+                f"{what} {value[:48]!r} is not hex (OTLP/JSON encodes trace and span ids as hex, not base64)"
+            ) from None
+    if not value:  # absent or null
         return b""
-    if type(value) is not str:
-        raise SpanRejected(f"{what} is a JSON {_json_type(value)}, expected a hex string")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise SpanRejected(
-            f"{what} {value[:48]!r} is not hex (OTLP/JSON encodes trace and span ids as hex, not base64)"
-        ) from None
+    raise SpanRejected(f"{what} is a JSON {_json_type(value)}, expected a hex string")
 
 
 def _json_uint64(value: Any, what: str) -> int:
@@ -365,6 +371,13 @@ def _json_attributes(key_values: Any) -> dict[str, Any]:
         value = kv.get("value")
         if value is None:
             continue
+        # Fast path for the common shape {"stringValue": "..."}; everything else, and every
+        # malformed value, goes through the general decoder.
+        if type(value) is dict and len(value) == 1:
+            text = value.get("stringValue")
+            if type(text) is str:
+                attributes[key] = text
+                continue
         decoded = _json_any_value(value, key, 0)
         if decoded is not _EMPTY:
             attributes[key] = decoded
@@ -397,16 +410,19 @@ def _any_bool(inner: Any, key: str, depth: int) -> Any:
 
 
 def _any_int(inner: Any, key: str, depth: int) -> Any:
-    if type(inner) is int:
-        return inner
-    if type(inner) is str:
-        try:
-            return int(inner)
-        except ValueError:
-            pass
-    elif type(inner) is float and inner.is_integer():
-        return int(inner)
-    raise SpanRejected(f"attribute {key!r}: intValue {str(inner)[:32]!r} is not an integer")
+    kind = type(inner)
+    try:
+        if kind is int:
+            number: int = inner
+        elif kind is str or (kind is float and inner.is_integer()):
+            number = int(inner)
+        else:
+            raise ValueError
+    except ValueError:
+        raise SpanRejected(f"attribute {key!r}: intValue {str(inner)[:32]!r} is not an integer") from None
+    if not -_MAX_INT64 - 1 <= number <= _MAX_INT64:
+        raise SpanRejected(f"attribute {key!r}: intValue {str(inner)[:32]!r} does not fit 64 bits")
+    return number
 
 
 def _any_double(inner: Any, key: str, depth: int) -> Any:

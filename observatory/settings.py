@@ -96,7 +96,9 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Production serves collected files (Dockerfile runs collectstatic); development and tests
+# serve straight from the apps' and project's static folders.
+STATIC_ROOT = BASE_DIR / "staticfiles" if PRODUCTION else None
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 
@@ -127,9 +129,12 @@ FEATURE_ATTRIBUTE_KEYS = env_list(
         "gen_ai.workflow.name",
         "traceloop.workflow.name",
         "langfuse.trace.name",
-        "service.name",
     ],
 )
+# When neither a span nor any span of its trace names a feature, the feature is this
+# resource attribute of the span (applied after trace inheritance, so an LLM span inside a
+# tagged request takes the request's feature, not its service's name).
+FEATURE_FALLBACK_ATTRIBUTE = env_str("FEATURE_FALLBACK_ATTRIBUTE", "service.name")
 # The self-hosted serving tier: provider name and model for vLLM spans that carry none.
 VLLM_SERVED_MODEL = env_str("VLLM_SERVED_MODEL", "")
 

@@ -36,3 +36,16 @@ def project(db: None) -> Project:
 def ingest_key(project: Project) -> str:
     _, plaintext = IngestKey.issue(project, "test")
     return plaintext
+
+
+@pytest.fixture(autouse=True)
+def _truncate_spans_after_transactional_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Django's flush skips unmanaged tables, and telemetry_span is one (its DDL is ours)."""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (marker is not None and marker.kwargs.get("transaction")) or "live_server" in request.fixturenames
+    if transactional:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("TRUNCATE telemetry_span")

@@ -6,4 +6,5 @@ from apps.dashboard import views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("vendor/plotly.min.js", views.plotly_js, name="plotly-js"),
 ]

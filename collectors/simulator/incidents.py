@@ -14,7 +14,7 @@ requests it does not touch are identical to a run without it.
 from __future__ import annotations
 
 import random
-from abc import ABC
+from collections.abc import Mapping
 from datetime import datetime
 from typing import ClassVar
 
@@ -23,7 +23,9 @@ from collectors.simulator.plan import CallPlan, RequestPlan, new_fingerprint, se
 from collectors.simulator.traffic import from_ns, parse_time, to_ns
 
 
-class Incident(ABC):  # noqa: B024 (no abstract method: a scenario overrides whichever hooks it needs)
+class Incident:
+    """Base scenario: a target and a window. Subclasses override whichever hooks they need."""
+
     name: ClassVar[str]
     target_help: ClassVar[str]
     description: ClassVar[str]
@@ -92,7 +94,10 @@ class SilentModelChange(Incident):
 class P99Regression(Incident):
     name = "p99-regression"
     target_help = "MODEL"
-    description = "From START, 5% of calls to MODEL (the requested model name) take 4x as long: the tail moves, the median does not."
+    description = (
+        "From START, 5% of calls to MODEL (the requested model name) take 4x as long: the tail moves, "
+        "the median does not."
+    )
     share = 0.05
     slowdown = 4.0
 
@@ -162,9 +167,15 @@ def parse_incident(spec: str, now: datetime) -> Incident:
 
 
 def describe_incidents() -> str:
-    return "\n".join(f"{name}:{cls.target_help}@START[..END]\n    {cls.description}" for name, cls in INCIDENTS.items())
+    scenarios = [f"{name}:{cls.target_help}@START[..END]\n    {cls.description}" for name, cls in INCIDENTS.items()]
+    targets = [
+        f"TENANT: {', '.join(TENANTS)}",
+        f"FEATURE: {', '.join(FEATURES)}",
+        f"MODEL: {', '.join(MODELS)}",
+    ]
+    return "\n".join(scenarios + targets)
 
 
-def _check_choice(kind: str, value: str, choices: dict[str, object]) -> None:
+def _check_choice(kind: str, value: str, choices: Mapping[str, object]) -> None:
     if value not in choices:
         raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")

@@ -175,6 +175,7 @@ def plan_request(arrival: Arrival, incidents: Sequence[Incident] = ()) -> Reques
         if call.failed:
             req.error_type, req.error_message = call.error_type, call.error_message
             break
+        # An input the model got wrong once is a hard one: the second try fails more often.
         rejected = rng.random() < feature.validation_fail_p * (1 if validation_attempt == 0 else 4)
         if feature.validates:
             duration = _lognormal(rng, 0.012, 0.4)
@@ -202,7 +203,7 @@ def _call_with_resend(
     offset: float,
 ) -> tuple[float, CallPlan]:
     """A call, and one resend after a rate limit (always) or a 5xx (half the time)."""
-    call = _place(_draw_call(rng, req, model, input_tokens, validation_attempt, 0, active), offset)
+    call = _place(req, _draw_call(rng, req, model, input_tokens, validation_attempt, 0, active), offset)
     offset += call.duration_s
     if not call.failed or call.error_type == TIMEOUT_ERROR:
         return offset, call
@@ -210,12 +211,13 @@ def _call_with_resend(
         return offset, call
     # Providers answer 429 with retry-after of a second or few; SDKs back off about that long.
     offset += rng.uniform(0.5, 4.0) if call.error_type == RATE_LIMIT_ERROR else rng.uniform(0.2, 1.0)
-    retry = _place(_draw_call(rng, req, model, input_tokens, validation_attempt, 1, active), offset)
+    retry = _place(req, _draw_call(rng, req, model, input_tokens, validation_attempt, 1, active), offset)
     return offset + retry.duration_s, retry
 
 
-def _place(call: CallPlan, offset: float) -> CallPlan:
+def _place(req: RequestPlan, call: CallPlan, offset: float) -> CallPlan:
     call.offset_s = offset
+    req.steps.append(call)
     return call
 
 

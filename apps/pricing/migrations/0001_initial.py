@@ -4,32 +4,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Price',
+            name="Price",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(help_text='gen_ai provider name, e.g. openai, anthropic, vllm', max_length=64)),
-                ('model_pattern', models.CharField(help_text='Python regular expression matched against the whole model name (fullmatch)', max_length=200)),
-                ('effective_from', models.DateTimeField()),
-                ('effective_to', models.DateTimeField(blank=True, help_text='exclusive; empty = still in force', null=True)),
-                ('input_per_mtok', models.DecimalField(decimal_places=6, max_digits=12)),
-                ('cached_input_per_mtok', models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True)),
-                ('cache_write_per_mtok', models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True)),
-                ('output_per_mtok', models.DecimalField(decimal_places=6, max_digits=12)),
-                ('reasoning_per_mtok', models.DecimalField(blank=True, decimal_places=6, help_text='empty = priced as output', max_digits=12, null=True)),
-                ('source_url', models.URLField(blank=True, max_length=500)),
-                ('retrieved_on', models.DateField(blank=True, null=True)),
-                ('notes', models.TextField(blank=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "provider",
+                    models.CharField(help_text="gen_ai provider name, e.g. openai, anthropic, vllm", max_length=64),
+                ),
+                (
+                    "model_pattern",
+                    models.CharField(
+                        help_text="Python regular expression matched against the whole model name (fullmatch)",
+                        max_length=200,
+                    ),
+                ),
+                ("effective_from", models.DateTimeField()),
+                (
+                    "effective_to",
+                    models.DateTimeField(blank=True, help_text="exclusive; empty = still in force", null=True),
+                ),
+                ("input_per_mtok", models.DecimalField(decimal_places=6, max_digits=12)),
+                ("cached_input_per_mtok", models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True)),
+                ("cache_write_per_mtok", models.DecimalField(blank=True, decimal_places=6, max_digits=12, null=True)),
+                ("output_per_mtok", models.DecimalField(decimal_places=6, max_digits=12)),
+                (
+                    "reasoning_per_mtok",
+                    models.DecimalField(
+                        blank=True, decimal_places=6, help_text="empty = priced as output", max_digits=12, null=True
+                    ),
+                ),
+                ("source_url", models.URLField(blank=True, max_length=500)),
+                ("retrieved_on", models.DateField(blank=True, null=True)),
+                ("notes", models.TextField(blank=True)),
             ],
             options={
-                'ordering': ['provider', 'model_pattern', '-effective_from'],
+                "ordering": ["provider", "model_pattern", "-effective_from"],
             },
         ),
     ]

@@ -1,0 +1,822 @@
+"""Map a RawSpan to a CanonicalSpan, whichever convention its instrumentation followed.
+
+FIELD_SOURCES is the one place that says where each canonical field comes from: per field,
+the attribute keys of every convention we read (OTel GenAI current and deprecated, vLLM,
+OpenInference, OpenLLMetry/Traceloop, Langfuse), in priority order, each with a converter.
+CONVENTIONS.md (shared/) is the reference; where it and an installed package disagreed,
+the package won and the entry says so.
+
+Token counts are normalised here and nowhere else: input_tokens includes cached input
+(read and write), output_tokens includes reasoning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import orjson
+
+from collectors.records import STATUS_ERROR, CanonicalSpan, RawSpan
+
+__all__ = [
+    "DEFAULT_FEATURE_KEYS",
+    "DEFAULT_TENANT_KEYS",
+    "FIELD_SOURCES",
+    "MappingConfig",
+    "Source",
+    "map_span",
+]
+
+# Tenant and feature have no standard key (CONVENTIONS.md); baggage processors copy W3C
+# baggage entries onto spans as plain attributes, so the same keys cover baggage too.
+DEFAULT_TENANT_KEYS = ("tenant.id", "app.tenant", "enduser.tenant", "traceloop.association.properties.customer_id")
+DEFAULT_FEATURE_KEYS = (
+    "app.feature",
+    "gen_ai.agent.name",
+    "gen_ai.workflow.name",
+    "traceloop.workflow.name",
+    "langfuse.trace.name",
+    "service.name",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MappingConfig:
+    # Looked up in the span's attributes first, then in its resource's, each in this order.
+    tenant_keys: Sequence[str] = DEFAULT_TENANT_KEYS
+    feature_keys: Sequence[str] = DEFAULT_FEATURE_KEYS
+    # Caps on what is stored per span (attributes and resource each): one value, then the
+    # whole dict, where the largest values are dropped first and `_truncated: true` is set.
+    max_attribute_chars: int = 1024
+    max_attributes_chars: int = 8192
+    # vLLM's span names no model; the serving tier's configuration does.
+    vllm_model: str | None = None
+    # Prompts and completions are private: by default only their size and a hash are kept.
+    capture_content: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tenant_keys", tuple(self.tenant_keys))
+        object.__setattr__(self, "feature_keys", tuple(self.feature_keys))
+        if self.max_attribute_chars < 1 or self.max_attributes_chars < 1:
+            raise ValueError("attribute caps must be positive")
+
+
+# --------------------------------------------------------------------------- converters
+# Each takes an attribute value as decoded (str, int, float, bool, list, dict) and returns
+# the canonical value, or None when the value is unusable (then the next source is tried).
+# None of them raises: the values are whatever a client sent.
+
+_MAX_TEXT_CHARS = 256  # ids and names are indexed columns; nothing legitimate is longer
+_MAX_TOKENS = 10**12
+_MAX_USD = 1_000_000  # for one call: beyond this the figure is a unit mistake
+
+
+def _text(value: Any) -> str | None:
+    if type(value) is str:
+        return _no_nul(value[:_MAX_TEXT_CHARS]) or None
+    if type(value) is int:
+        return str(value)
+    return None
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL refuses NUL in text and jsonb; one such value would fail the whole COPY.
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def _lower(value: Any) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    return text.strip().lower() or None
+
+
+def _count(value: Any) -> int | None:
+    kind = type(value)
+    if kind is int:
+        count = value
+    elif kind is float:
+        if not value.is_integer():
+            return None
+        count = int(value)
+    elif kind is str:
+        try:
+            count = int(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return count if 0 <= count <= _MAX_TOKENS else None
+
+
+def _seconds_to_ms(value: Any) -> float | None:
+    number = _finite(value)
+    return number * 1000.0 if number is not None and number >= 0 else None
+
+
+def _finite(value: Any) -> float | None:
+    kind = type(value)
+    if kind is float or kind is int:
+        number = float(value)
+    elif kind is str:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _flag(value: Any) -> bool | None:
+    if type(value) is bool:
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    if type(value) is str:
+        return {"true": True, "false": False, "1": True, "0": False}.get(value.strip().lower())
+    return None
+
+
+def _usd(value: Any) -> Decimal | None:
+    number = _finite(value)
+    if number is None or not 0 <= number <= _MAX_USD:
+        return None
+    # Through text, so 0.1 stays 0.1 rather than its binary expansion.
+    try:
+        return Decimal(value.strip()) if type(value) is str else Decimal(repr(number))
+    except InvalidOperation:
+        return None
+
+
+def _reasons(value: Any) -> list[str] | None:
+    """finish_reasons: a string array (OTel), a JSON-encoded array (vLLM) or one string."""
+    if type(value) is str:
+        if value.startswith("["):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return [_no_nul(value[:_MAX_TEXT_CHARS])]
+        else:
+            return [_no_nul(value[:_MAX_TEXT_CHARS])] if value else None
+    if type(value) is list:
+        reasons = [_no_nul(str(item)[:_MAX_TEXT_CHARS]) for item in value if item is not None and item != ""]
+        return reasons or None
+    return None
+
+
+def _iso_to_unix_ns(value: Any) -> int | None:
+    """Langfuse's completion_start_time: an ISO timestamp, JSON-quoted by its serializer."""
+    if type(value) is not str or not value:
+        return None
+    text = value.strip('"')
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _ONE_MICROSECOND * 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
+
+
+class _LangfuseUsage(NamedTuple):
+    input: int | None
+    output: int | None
+    cache_read: int | None
+    cache_write: int | None
+    reasoning: int | None
+
+
+# Langfuse's usage_details keys, per integration: OpenAI's detail keys are prefixed
+# `input_`/`output_`; LangChain's `input_token_details` becomes `input_cache_read` etc.;
+# other exporters write Anthropic's own names.
+_LF_CACHE_READ = ("input_cached_tokens", "input_cache_read", "cache_read_input_tokens")
+_LF_CACHE_WRITE = ("input_cache_creation", "cache_creation_input_tokens", "cache_write_input_tokens")
+_LF_CACHE_WRITE_PARTS = ("input_cache_creation_5m", "input_cache_creation_1h")
+_LF_REASONING = ("output_reasoning_tokens", "output_reasoning")
+# Subtracted from `input`/`output` by Langfuse's OpenAI integration like the cache and
+# reasoning counts are, and part of what the provider bills as input/output.
+_LF_OTHER_INPUT = ("input_audio_tokens", "input_audio")
+_LF_OTHER_OUTPUT = (
+    "output_audio_tokens",
+    "output_audio",
+    "output_accepted_prediction_tokens",
+    "output_rejected_prediction_tokens",
+)
+
+
+@lru_cache(maxsize=4096)
+def _parse_langfuse_usage(text: str) -> _LangfuseUsage | None:
+    try:
+        details = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return _langfuse_usage_from(details) if type(details) is dict else None
+
+
+def _langfuse_usage_from(details: dict[str, Any]) -> _LangfuseUsage:
+    def first(keys: Sequence[str]) -> int | None:
+        for key in keys:
+            count = _count(details.get(key))
+            if count is not None:
+                return count
+        return None
+
+    def total(keys: Sequence[str]) -> int:
+        return sum(_count(details.get(key)) or 0 for key in keys)
+
+    cache_read = first(_LF_CACHE_READ)
+    cache_write = first(_LF_CACHE_WRITE)
+    if cache_write is None and any(key in details for key in _LF_CACHE_WRITE_PARTS):
+        cache_write = total(_LF_CACHE_WRITE_PARTS)
+    reasoning = first(_LF_REASONING)
+    # Langfuse's `input` excludes cached input and its `output` excludes reasoning: add them
+    # back here, so the one normalisation below never has to guess for this source.
+    input_tokens = _count(details.get("input"))
+    if input_tokens is not None:
+        input_tokens += (cache_read or 0) + (cache_write or 0) + total(_LF_OTHER_INPUT)
+    output_tokens = _count(details.get("output"))
+    if output_tokens is not None:
+        output_tokens += (reasoning or 0) + total(_LF_OTHER_OUTPUT)
+    return _LangfuseUsage(input_tokens, output_tokens, cache_read, cache_write, reasoning)
+
+
+def _langfuse_usage(value: Any) -> _LangfuseUsage | None:
+    if type(value) is str:
+        return _parse_langfuse_usage(value)
+    if type(value) is dict:  # an exporter that sent it as an OTLP kvlist
+        return _langfuse_usage_from(value)
+    return None
+
+
+def _langfuse_part(part: str) -> Callable[[Any], int | None]:
+    def convert(value: Any) -> int | None:
+        usage = _langfuse_usage(value)
+        return getattr(usage, part) if usage is not None else None
+
+    return convert
+
+
+def _langfuse_cost_total(value: Any) -> Decimal | None:
+    details = value
+    if type(value) is str:
+        try:
+            details = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    if type(details) is not dict:
+        return None
+    if "total" in details:
+        return _usd(details["total"])
+    parts = [_usd(cost) for cost in details.values()]
+    return sum((cost for cost in parts if cost is not None), Decimal(0)) if parts else None
+
+
+# --------------------------------------------------------------------------- the table
+
+OTEL = "OTel GenAI"
+OTEL_DEPRECATED = "OTel GenAI (deprecated)"
+OTEL_GENERAL = "OTel"
+VLLM = "vLLM"
+OPENINFERENCE = "OpenInference"
+OPENLLMETRY = "OpenLLMetry/Traceloop"
+LANGFUSE = "Langfuse"
+ANTHROPIC_SDK = "anthropic SDK"
+OBSERVATORY = "Observatory"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    key: str
+    convert: Callable[[Any], Any]
+    convention: str
+
+
+S = Source
+
+# Per canonical field, its sources in priority order: the first that is present and
+# converts wins. Every key listed is consumed: it is not stored again in `attributes`.
+# Fields starting with "_" are intermediate values the mapper combines afterwards.
+FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
+    "provider": (
+        S("gen_ai.provider.name", _lower, OTEL),
+        S("gen_ai.system", _lower, OTEL_DEPRECATED),  # also what OpenLLMetry and Langfuse set
+        S("llm.provider", _lower, OPENINFERENCE),  # the host that bills (azure, openai)
+        S("llm.system", _lower, OPENINFERENCE),  # the model family
+    ),
+    "operation": (
+        S("gen_ai.operation.name", _lower, OTEL),
+        S("llm.request.type", _lower, OPENLLMETRY),
+        S("openinference.span.kind", _lower, OPENINFERENCE),
+        S("langfuse.observation.type", _lower, LANGFUSE),
+    ),
+    "request_model": (
+        S("gen_ai.request.model", _text, OTEL),
+        S("llm.request.model_name", _text, OPENINFERENCE),
+        S("llm.request.model", _text, OPENLLMETRY),  # before its move to gen_ai.*
+        S("llm.model_name", _text, OPENINFERENCE),  # the responded model, when nothing better
+    ),
+    "response_model": (
+        S("gen_ai.response.model", _text, OTEL),  # also vLLM (V0 engine only)
+        S("llm.response.model_name", _text, OPENINFERENCE),
+        S("langfuse.observation.model.name", _text, LANGFUSE),
+        S("llm.response.model", _text, OPENLLMETRY),
+        S("ai.model.id", _text, LANGFUSE),  # Vercel AI SDK, in Langfuse's model chain
+        S("llm.model_name", _text, OPENINFERENCE),
+    ),
+    "input_tokens": (
+        S("gen_ai.usage.input_tokens", _count, OTEL),  # also OpenLLMetry, anthropic SDK
+        S("gen_ai.usage.prompt_tokens", _count, OTEL_DEPRECATED),  # also vLLM
+        S("llm.token_count.prompt", _count, OPENINFERENCE),
+        S("langfuse.observation.usage_details", _langfuse_part("input"), LANGFUSE),
+    ),
+    "cache_read_tokens": (
+        S("gen_ai.usage.cache_read.input_tokens", _count, OTEL),  # also OpenLLMetry, anthropic SDK
+        S("gen_ai.usage.cache_read_input_tokens", _count, OPENLLMETRY),  # deprecated spelling
+        S("gen_ai.usage.cached_tokens", _count, VLLM),
+        S("llm.token_count.prompt_details.cache_read", _count, OPENINFERENCE),
+        S("llm.token_count.prompt_details.cache_input", _count, OPENINFERENCE),  # older name
+        S("langfuse.observation.usage_details", _langfuse_part("cache_read"), LANGFUSE),
+    ),
+    "cache_write_tokens": (
+        S("gen_ai.usage.cache_creation.input_tokens", _count, OTEL),  # also OpenLLMetry
+        S("gen_ai.usage.cache_write.input_tokens", _count, ANTHROPIC_SDK),
+        S("gen_ai.usage.cache_creation_input_tokens", _count, OPENLLMETRY),  # deprecated spelling
+        S("llm.token_count.prompt_details.cache_write", _count, OPENINFERENCE),
+        S("langfuse.observation.usage_details", _langfuse_part("cache_write"), LANGFUSE),
+    ),
+    "output_tokens": (
+        S("gen_ai.usage.output_tokens", _count, OTEL),
+        S("gen_ai.usage.completion_tokens", _count, OTEL_DEPRECATED),  # also vLLM
+        S("llm.token_count.completion", _count, OPENINFERENCE),
+        S("langfuse.observation.usage_details", _langfuse_part("output"), LANGFUSE),
+    ),
+    "reasoning_tokens": (
+        S("gen_ai.usage.reasoning.output_tokens", _count, OTEL),
+        S("gen_ai.usage.reasoning_tokens", _count, OPENLLMETRY),
+        S("llm.usage.reasoning_tokens", _count, OPENLLMETRY),  # deprecated spelling
+        S("llm.token_count.completion_details.reasoning", _count, OPENINFERENCE),
+        S("langfuse.observation.usage_details", _langfuse_part("reasoning"), LANGFUSE),
+    ),
+    "supplied_cost_usd": (
+        S("llm.cost.total", _usd, OPENINFERENCE),
+        S("gen_ai.usage.cost", _usd, LANGFUSE),
+        S("langfuse.observation.cost_details", _langfuse_cost_total, LANGFUSE),
+    ),
+    "ttft_ms": (
+        S("gen_ai.response.time_to_first_chunk", _seconds_to_ms, OTEL),
+        S("gen_ai.latency.time_to_first_token", _seconds_to_ms, VLLM),
+    ),
+    # An absolute time: becomes ttft_ms once the span's start is subtracted.
+    "_completion_start_ns": (S("langfuse.observation.completion_start_time", _iso_to_unix_ns, LANGFUSE),),
+    "queue_ms": (S("gen_ai.latency.time_in_queue", _seconds_to_ms, VLLM),),
+    "prefill_ms": (S("gen_ai.latency.time_in_model_prefill", _seconds_to_ms, VLLM),),
+    "decode_ms": (S("gen_ai.latency.time_in_model_decode", _seconds_to_ms, VLLM),),
+    "server_e2e_ms": (S("gen_ai.latency.e2e", _seconds_to_ms, VLLM),),
+    "finish_reasons": (
+        S("gen_ai.response.finish_reasons", _reasons, OTEL),  # vLLM: the same key, JSON-encoded
+        S("gen_ai.response.finish_reason", _reasons, OPENLLMETRY),
+        S("llm.finish_reason", _reasons, OPENINFERENCE),
+    ),
+    "error_type": (S("error.type", _text, OTEL_GENERAL),),
+    "_level": (S("langfuse.observation.level", _lower, LANGFUSE),),  # "error" marks a failure
+    "_status_message": (S("langfuse.observation.status_message", _text, LANGFUSE),),
+    "is_streaming": (
+        S("gen_ai.is_streaming", _flag, OPENLLMETRY),
+        S("llm.is_streaming", _flag, OPENLLMETRY),  # before its move to gen_ai.*
+        S("gen_ai.request.stream", _flag, OTEL),
+    ),
+    "user_id": (
+        S("langfuse.user.id", _text, LANGFUSE),
+        S("user.id", _text, OTEL_GENERAL),  # also OpenInference and Langfuse
+        S("enduser.id", _text, OTEL_GENERAL),
+        S("traceloop.association.properties.user_id", _text, OPENLLMETRY),
+        S("gen_ai.user", _text, OPENLLMETRY),
+        S("llm.user", _text, OPENLLMETRY),
+    ),
+    "session_id": (
+        S("langfuse.session.id", _text, LANGFUSE),
+        S("gen_ai.conversation.id", _text, OTEL),
+        S("session.id", _text, OTEL_GENERAL),  # also OpenInference and Langfuse
+        S("traceloop.association.properties.session_id", _text, OPENLLMETRY),
+    ),
+    "task_id": (
+        S("observatory.task.id", _text, OBSERVATORY),
+        S("app.task.id", _text, OBSERVATORY),
+    ),
+    "retry_attempt": (
+        S("observatory.retry.attempt", _count, OBSERVATORY),
+        S("http.request.resend_count", _count, OTEL_GENERAL),
+    ),
+    "semantic_cache_hit": (S("observatory.semantic_cache.hit", _flag, OBSERVATORY),),
+    "system_fingerprint": (
+        S("openai.response.system_fingerprint", _text, OTEL),
+        S("gen_ai.openai.response.system_fingerprint", _text, OTEL_DEPRECATED),  # also OpenLLMetry
+    ),
+    "service_tier": (
+        S("openai.response.service_tier", _text, OTEL),  # also OpenLLMetry
+        S("gen_ai.openai.response.service_tier", _text, OTEL_DEPRECATED),
+    ),
+    "response_id": (
+        S("gen_ai.response.id", _text, OTEL),
+        S("gen_ai.request.id", _text, VLLM),
+    ),
+}
+
+# Derived once: attribute key -> the (field, rank, converter) it feeds. A key can feed
+# several fields (Langfuse's usage_details, OpenInference's llm.model_name).
+_ROUTES: dict[str, tuple[tuple[str, int, Callable[[Any], Any]], ...]] = {}
+for _field, _sources in FIELD_SOURCES.items():
+    for _rank, _source in enumerate(_sources):
+        _ROUTES[_source.key] = (*_ROUTES.get(_source.key, ()), (_field, _rank, _source.convert))
+del _field, _sources, _rank, _source
+
+# --------------------------------------------------------------------------- content
+# Prompts and completions, as attributes. Each group is one convention's way of carrying
+# the same text, so only the best group present is counted (OpenInference sends the same
+# prompt as llm.input_messages.* and as input.value). Rank: lower wins.
+
+_PROMPT, _COMPLETION, _UNCOUNTED = "prompt", "completion", ""
+
+_CONTENT_KEYS: dict[str, tuple[str, int]] = {
+    "gen_ai.input.messages": (_PROMPT, 0),  # OTel GenAI
+    "gen_ai.system_instructions": (_PROMPT, 0),  # OTel GenAI: part of the same prompt
+    "gen_ai.output.messages": (_COMPLETION, 0),  # OTel GenAI
+    "input.value": (_PROMPT, 3),  # OpenInference
+    "output.value": (_COMPLETION, 3),  # OpenInference
+    "gen_ai.prompt": (_PROMPT, 4),  # OTel GenAI (deprecated)
+    "gen_ai.completion": (_COMPLETION, 4),  # OTel GenAI (deprecated)
+    "traceloop.entity.input": (_PROMPT, 5),  # OpenLLMetry
+    "traceloop.entity.output": (_COMPLETION, 5),  # OpenLLMetry
+    "langfuse.observation.input": (_PROMPT, 6),  # Langfuse
+    "langfuse.observation.output": (_COMPLETION, 6),  # Langfuse
+    # Private too, but not the call's prompt or completion: stripped, not counted.
+    "langfuse.trace.input": (_UNCOUNTED, 0),
+    "langfuse.trace.output": (_UNCOUNTED, 0),
+    "gen_ai.tool.call.arguments": (_UNCOUNTED, 0),
+    "gen_ai.tool.call.result": (_UNCOUNTED, 0),
+    "gen_ai.retrieval.query.text": (_UNCOUNTED, 0),
+    "gen_ai.retrieval.documents": (_UNCOUNTED, 0),
+    "llm.prompt_template.variables": (_UNCOUNTED, 0),  # OpenInference
+}
+# Flattened per message: the prefix is followed by the message index (gen_ai.prompt.0.content);
+# `gen_ai.prompt.name` is a prompt's name, not content.
+_CONTENT_PREFIXES: dict[str, tuple[str, int]] = {
+    "gen_ai.prompt.": (_PROMPT, 1),  # OpenLLMetry
+    "gen_ai.completion.": (_COMPLETION, 1),  # OpenLLMetry
+    "llm.input_messages.": (_PROMPT, 2),  # OpenInference
+    "llm.prompts.": (_PROMPT, 2),  # OpenInference, completions API
+    "embedding.embeddings.": (_PROMPT, 2),  # OpenInference: the embedded text
+    "llm.output_messages.": (_COMPLETION, 2),  # OpenInference
+    "llm.choices.": (_COMPLETION, 2),  # OpenInference, completions API
+    "retrieval.documents.": (_UNCOUNTED, 0),  # OpenInference
+    "reranker.input_documents.": (_UNCOUNTED, 0),  # OpenInference
+    "reranker.output_documents.": (_UNCOUNTED, 0),  # OpenInference
+}
+_CONTENT_PREFIX_TUPLE = tuple(_CONTENT_PREFIXES)
+# In flattened messages, only these leaves are text; role, ids and finish reasons are not.
+_TEXT_LEAVES = (".content", ".text", ".arguments")
+_JSON_TEXT_KEYS = frozenset({"content", "text", "arguments"})
+_MAX_JSON_DEPTH = 32
+
+
+def _prefixed_content_group(key: str) -> tuple[str, int] | None:
+    for prefix, group in _CONTENT_PREFIXES.items():
+        if key.startswith(prefix) and key[len(prefix) : len(prefix) + 1].isdigit():
+            return group
+    return None
+
+
+def _collect_text(value: Any, out: list[str], depth: int = 0) -> None:
+    """The human text inside a content value: a plain string, or the text leaves of JSON."""
+    if depth > _MAX_JSON_DEPTH:
+        return
+    if type(value) is str:
+        if value[:1] in ("[", "{"):
+            try:
+                parsed = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                out.append(value)
+            else:
+                _collect_json_text(parsed, out, depth + 1, True)
+        else:
+            out.append(value)
+    elif type(value) is list or type(value) is dict:
+        _collect_json_text(value, out, depth + 1, True)
+
+
+def _collect_json_text(value: Any, out: list[str], depth: int, is_text: bool) -> None:
+    # Strings count only under a text key (content, text, arguments) or at the top level,
+    # so a request body's model name or stop list is not taken for prompt text.
+    if depth > _MAX_JSON_DEPTH:
+        return
+    if type(value) is str:
+        if is_text:
+            out.append(value)
+    elif type(value) is dict:
+        for key, inner in value.items():
+            _collect_json_text(inner, out, depth + 1, key in _JSON_TEXT_KEYS)
+    elif type(value) is list:
+        for inner in value:
+            _collect_json_text(inner, out, depth + 1, is_text)
+
+
+def _content_text(items: list[tuple[str, Any, str, int]], direction: str) -> list[str] | None:
+    ranks = [rank for _, _, item_direction, rank in items if item_direction == direction]
+    if not ranks:
+        return None
+    best = min(ranks)
+    texts: list[str] = []
+    for key, value, item_direction, rank in items:
+        if item_direction != direction or rank != best:
+            continue
+        if key in _CONTENT_KEYS or key.endswith(_TEXT_LEAVES):
+            _collect_text(value, texts)
+    return texts
+
+
+# --------------------------------------------------------------------------- mapping
+
+# Operations that are a model call, and ones that are not even when they carry a model or
+# token counts: an agent or workflow span's usage is the sum of the LLM spans under it, so
+# counting it as a call would charge the same tokens twice.
+_MODEL_CALL_OPERATIONS = frozenset(
+    {"chat", "text_completion", "completion", "embeddings", "embedding", "generate_content", "generation", "llm"}
+)
+_NOT_MODEL_CALL_OPERATIONS = frozenset(
+    {"execute_tool", "invoke_agent", "create_agent", "invoke_workflow", "tool", "agent", "chain", "retriever"}
+    | {"evaluator", "guardrail", "span", "event", "workflow", "task"}
+)
+_LLM_EVIDENCE = ("provider", "request_model", "response_model", "input_tokens", "output_tokens")
+_VLLM_EVIDENCE = ("queue_ms", "prefill_ms", "decode_ms", "server_e2e_ms", "ttft_ms", "response_id")
+_FIELD_NAMES = frozenset(CanonicalSpan.__dataclass_fields__)
+
+
+def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
+    """Map one decoded span. Never raises on attribute values: a bad value is skipped."""
+    attributes = raw.attributes
+    # Per field, the best-ranked value present; the rest are read only if it fails to convert.
+    best: dict[str, tuple[int, Any, Callable[[Any], Any]]] = {}
+    kept: dict[str, Any] = {}
+    content: list[tuple[str, Any, str, int]] = []
+    completion_finish_reasons: list[str] = []
+    for key, value in attributes.items():
+        routes = _ROUTES.get(key)
+        if routes is not None:
+            for field_name, rank, convert in routes:
+                current = best.get(field_name)
+                if current is None or rank < current[0]:
+                    best[field_name] = (rank, value, convert)
+            continue
+        group = _CONTENT_KEYS.get(key)
+        if group is None and key.startswith(_CONTENT_PREFIX_TUPLE):
+            group = _prefixed_content_group(key)
+        if group is None:
+            kept[key] = value
+            continue
+        content.append((key, value, *group))
+        if key.endswith(".finish_reason") and type(value) is str:  # OpenLLMetry's per-choice reason
+            completion_finish_reasons.append(_no_nul(value[:_MAX_TEXT_CHARS]))
+        if config.capture_content:
+            kept[key] = value
+
+    values: dict[str, Any] = {}
+    for field_name, (rank, value, convert) in best.items():
+        converted = convert(value)
+        if converted is None:
+            converted = _next_source(field_name, rank, attributes)
+        if converted is not None:
+            values[field_name] = converted
+
+    completion_start_ns = values.pop("_completion_start_ns", None)
+    level = values.pop("_level", None)
+    observation_status_message = values.pop("_status_message", None)
+    if "ttft_ms" not in values and completion_start_ns is not None and completion_start_ns >= raw.start_ns:
+        values["ttft_ms"] = (completion_start_ns - raw.start_ns) / 1e6
+    if "finish_reasons" not in values and completion_finish_reasons:
+        values["finish_reasons"] = completion_finish_reasons
+
+    is_vllm = raw.name == "llm_request" and "provider" not in values and any(name in values for name in _VLLM_EVIDENCE)
+    if is_vllm:
+        values["provider"] = "vllm"
+        if "response_model" not in values and config.vllm_model:
+            values["response_model"] = config.vllm_model
+
+    _normalise_tokens(values)
+
+    operation = values.get("operation")
+    if is_vllm or operation in _MODEL_CALL_OPERATIONS:
+        is_llm = True
+    elif operation in _NOT_MODEL_CALL_OPERATIONS:
+        is_llm = False
+    else:
+        is_llm = any(name in values for name in _LLM_EVIDENCE)
+
+    finish_reasons = values.get("finish_reasons")
+    if "error_type" not in values and (
+        raw.status_code == STATUS_ERROR or level == "error" or (finish_reasons and "abort" in finish_reasons)
+    ):
+        values["error_type"] = _no_nul(raw.status_message[:100]) or (observation_status_message or "")[:100] or "error"
+
+    if content and is_llm:
+        _measure_content(content, values)
+
+    resource = raw.resource
+    service_name = resource.get("service.name")
+    return CanonicalSpan(
+        trace_id=raw.trace_id,
+        span_id=raw.span_id,
+        parent_span_id=raw.parent_span_id,
+        name=_no_nul(raw.name),
+        kind=raw.kind,
+        start_ns=raw.start_ns,
+        end_ns=raw.end_ns,
+        status_code=raw.status_code,
+        status_message=_no_nul(raw.status_message),
+        service_name=_no_nul(service_name) if type(service_name) is str else "",
+        scope_name=_no_nul(raw.scope_name),
+        is_llm=is_llm,
+        tenant=_first_tag(config.tenant_keys, attributes, resource, config.max_attribute_chars),
+        feature=_first_tag(config.feature_keys, attributes, resource, config.max_attribute_chars),
+        attributes=_cap(kept, config.max_attribute_chars, config.max_attributes_chars),
+        resource=_cap(resource, config.max_attribute_chars, config.max_attributes_chars),
+        **values,
+    )
+
+
+def _next_source(field_name: str, failed_rank: int, attributes: dict[str, Any]) -> Any:
+    for source in FIELD_SOURCES[field_name][failed_rank + 1 :]:
+        value = attributes.get(source.key)
+        if value is not None:
+            converted = source.convert(value)
+            if converted is not None:
+                return converted
+    return None
+
+
+def _normalise_tokens(values: dict[str, Any]) -> None:
+    """input includes cache read and write; output includes reasoning.
+
+    Per source (CONVENTIONS.md, checked against the packages): OTel GenAI, OpenInference,
+    OpenLLMetry (which adds Anthropic's cache counts back itself) and the anthropic SDK's
+    own span (input 1250 = 200 + 1000 read + 50 written) already report input including
+    cache; vLLM's prompt_tokens is the whole prompt, prefix-cached or not. Langfuse's
+    usage_details excludes cache and reasoning; its converter adds them back. For anything
+    else a count smaller than its own parts cannot include them, so the parts are added:
+    that is the raw-Anthropic shape, and it never charges a cached token twice. A source
+    that excludes cache yet reports more uncached than cached input cannot be told apart
+    from one that includes it: name it here when one turns up.
+    """
+    input_tokens = values.get("input_tokens")
+    if input_tokens is not None:
+        cached = values.get("cache_read_tokens", 0) + values.get("cache_write_tokens", 0)
+        if input_tokens < cached:
+            values["input_tokens"] = input_tokens + cached
+    output_tokens = values.get("output_tokens")
+    reasoning = values.get("reasoning_tokens")
+    if output_tokens is not None and reasoning is not None and output_tokens < reasoning:
+        values["output_tokens"] = output_tokens + reasoning
+
+
+def _measure_content(content: list[tuple[str, Any, str, int]], values: dict[str, Any]) -> None:
+    prompt = _content_text(content, _PROMPT)
+    if prompt is not None:
+        values["prompt_chars"] = sum(map(len, prompt))
+        digest = hashlib.sha256("\n".join(prompt).encode("utf-8", "surrogatepass")).hexdigest()
+        values["prompt_hash"] = digest[:16]
+    completion = _content_text(content, _COMPLETION)
+    if completion is not None:
+        values["completion_chars"] = sum(map(len, completion))
+
+
+def _first_tag(keys: Sequence[str], attributes: dict[str, Any], resource: dict[str, Any], limit: int) -> str | None:
+    # The span is more specific than its process: all span keys before any resource key.
+    for source in (attributes, resource):
+        for key in keys:
+            value = source.get(key)
+            if value is None:
+                continue
+            if type(value) is str:
+                if value:
+                    return _no_nul(value[:limit]) or None
+            elif type(value) is int:
+                return str(value)
+    return None
+
+
+# --------------------------------------------------------------------------- capping
+
+
+def _cap(attributes: dict[str, Any], max_value_chars: int, max_total_chars: int) -> dict[str, Any]:
+    """Cap each string, then the whole dict; what was cut is marked `_truncated: true`.
+
+    Size is key plus value characters; numbers and booleans count 8, lists and dicts
+    their JSON length. Non-finite floats become strings: JSON (and jsonb) has no NaN.
+    """
+    # Nearly every span is small and flat: check that in one pass and copy.
+    total = 0
+    for key, value in attributes.items():
+        kind = type(value)
+        if "\x00" in key:
+            break
+        if kind is str:
+            if len(value) > max_value_chars or "\x00" in value:
+                break
+            total += len(key) + len(value)
+        elif kind is int or kind is bool or (kind is float and math.isfinite(value)):
+            total += len(key) + 8
+        else:
+            break
+    else:
+        if total <= max_total_chars:
+            return dict(attributes)
+    return _cap_slowly(attributes, max_value_chars, max_total_chars)
+
+
+def _cap_slowly(attributes: dict[str, Any], max_value_chars: int, max_total_chars: int) -> dict[str, Any]:
+    capped: dict[str, Any] = {}
+    sizes: list[tuple[int, str]] = []
+    total = 0
+    truncated = False
+    for key, value in attributes.items():
+        key = _no_nul(key)
+        value, cut = _cap_nested(value, max_value_chars, 0)
+        truncated = truncated or cut
+        kind = type(value)
+        if kind is str:
+            size = len(value)
+        elif kind is list or kind is dict:
+            size = _json_size(value)
+        else:
+            size = 8
+        size += len(key)
+        total += size
+        sizes.append((size, key))
+        capped[key] = value
+    if total > max_total_chars:
+        sizes.sort(reverse=True)
+        for size, key in sizes:
+            del capped[key]
+            total -= size
+            if total <= max_total_chars:
+                break
+        truncated = True
+    if truncated:
+        capped["_truncated"] = True
+    return capped
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value, default=str))
+    except TypeError:  # integers beyond 64 bits, from a RawSpan not built by our decoders
+        return len(str(value))
+
+
+def _cap_nested(value: Any, max_value_chars: int, depth: int) -> tuple[Any, bool]:
+    if depth > _MAX_JSON_DEPTH:
+        return None, True
+    kind = type(value)
+    if kind is str:
+        value = _no_nul(value)
+        return (value[:max_value_chars], True) if len(value) > max_value_chars else (value, False)
+    if kind is float:
+        return (value, False) if math.isfinite(value) else (str(value), False)
+    if kind is list:
+        cut = False
+        items = []
+        for item in value:
+            capped_item, item_cut = _cap_nested(item, max_value_chars, depth + 1)
+            items.append(capped_item)
+            cut = cut or item_cut
+        return items, cut
+    if kind is dict:
+        cut = False
+        mapping = {}
+        for key, item in value.items():
+            capped_item, item_cut = _cap_nested(item, max_value_chars, depth + 1)
+            mapping[_no_nul(str(key)[:max_value_chars])] = capped_item
+            cut = cut or item_cut
+        return mapping, cut
+    return value, False
+
+
+def _check_table() -> None:
+    # A typo in a field name would otherwise surface as a TypeError on the first span.
+    unknown = [name for name in FIELD_SOURCES if not name.startswith("_") and name not in _FIELD_NAMES]
+    if unknown:
+        raise RuntimeError(f"FIELD_SOURCES names fields CanonicalSpan lacks: {unknown}")
+
+
+_check_table()

@@ -1,0 +1,106 @@
+"""`python -m collectors.simulator`: backfill history and/or stream live traffic to Observatory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from collectors.simulator.incidents import describe_incidents
+from collectors.simulator.runner import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_LIVE_RATE_PER_MIN,
+    DEFAULT_REQUESTS_PER_DAY,
+    PROTOCOLS,
+    Simulator,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m collectors.simulator",
+        description="Send simulated LLM traffic (tenants, features, OpenAI/Anthropic/Gemini/Mistral/vLLM calls) "
+        "as OpenTelemetry spans to an OTLP/HTTP endpoint.",
+        epilog="incidents (repeat --incident; times: now, -2d, -6h30m, +10m or ISO 8601):\n" + describe_incidents(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--endpoint", default=DEFAULT_ENDPOINT, help="OTLP/HTTP base URL; spans go to ENDPOINT/v1/traces"
+    )
+    parser.add_argument("--key", help="ingest key, sent as 'Authorization: Bearer KEY'")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="protobuf", help="OTLP encoding (default protobuf)")
+    parser.add_argument("--gzip", action="store_true", help="gzip the request bodies")
+    parser.add_argument("--backfill-days", type=float, metavar="N", help="first send N days of history ending now")
+    parser.add_argument("--live", action="store_true", help="then keep sending in real time until Ctrl-C")
+    parser.add_argument(
+        "--rate", type=float, default=DEFAULT_LIVE_RATE_PER_MIN, help="live requests per minute (default %(default)s)"
+    )
+    parser.add_argument(
+        "--requests-per-day",
+        type=float,
+        default=DEFAULT_REQUESTS_PER_DAY,
+        help="backfill requests per day across all tenants (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, help="seed the random draws (default: random; printed in the summary)")
+    parser.add_argument(
+        "--incident", action="append", default=[], metavar="SPEC", help="NAME:TARGET@START[..END], repeatable"
+    )
+    parser.add_argument("--list-incidents", action="store_true", help="describe the incident scenarios and exit")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_incidents:
+        print(describe_incidents())
+        return 0
+    if args.backfill_days is None and not args.live:
+        parser.error("nothing to do: give --backfill-days N, --live, or both")
+    if args.backfill_days is not None and args.backfill_days <= 0:
+        parser.error("--backfill-days must be positive")
+    if args.rate <= 0:
+        parser.error("--rate must be positive")
+    if not args.key:
+        print("warning: no --key given; the receiver will likely answer 401", file=sys.stderr)
+    # The exporter logs each retry (503 + Retry-After) and each dropped batch: worth seeing.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    now = datetime.now(UTC)
+    try:
+        sim = Simulator(
+            args.endpoint, args.key, protocol=args.protocol, seed=args.seed, incidents=args.incident, now=now,
+            gzip=args.gzip,
+        )  # fmt: skip
+    except ValueError as error:
+        parser.error(str(error))
+    progress = not args.quiet
+    try:
+        if args.backfill_days is not None:
+            sim.backfill(
+                now - timedelta(days=args.backfill_days),
+                now,
+                requests_per_day=args.requests_per_day,
+                progress=progress,
+            )
+            sim.flush()
+            if args.live:
+                print(f"backfill done: {sim.summary.traces:,} traces; going live", file=sys.stderr)
+        if args.live:
+            print(f"live at {args.rate:g} requests/min; Ctrl-C to stop", file=sys.stderr)
+            sim.live(args.rate, progress=progress)
+    except KeyboardInterrupt:
+        print("\nstopping: flushing what was generated", file=sys.stderr)
+    finally:
+        summary = sim.close()
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.format())
+    return 1 if summary.failed_spans else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

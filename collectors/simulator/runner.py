@@ -1,0 +1,334 @@
+"""Run a simulation: plan requests, emit their spans, export them over OTLP/HTTP.
+
+Backfill goes as fast as the receiver accepts; live mode paces requests in real time. Both push
+through one BatchSpanProcessor whose exporter is the stock OTLP/HTTP exporter (or whatever a
+test injects), so what arrives is exactly what an instrumented app would send.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from tqdm import tqdm
+
+from collectors.simulator.emit import SpanEmitter
+from collectors.simulator.incidents import Incident, parse_incident
+from collectors.simulator.plan import RequestPlan, plan_request
+from collectors.simulator.summary import SimulationSummary
+from collectors.simulator.traffic import (
+    BIN_S,
+    NS_PER_S,
+    Arrival,
+    draw_arrivals,
+    from_ns,
+    pick_feature,
+    pick_tenant,
+    to_ns,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
+# ~21k traces for a 7-day backfill: a busy-looking week that loads in well under a minute.
+DEFAULT_REQUESTS_PER_DAY = 3000
+DEFAULT_LIVE_RATE_PER_MIN = 60.0
+PROTOCOLS = ("protobuf", "json")
+# Long enough that a receiver answering 503 + Retry-After while its database restarts gets
+# retried (the exporter retries 429/502/503/504 until this deadline), not dropped.
+EXPORT_TIMEOUT_S = 30.0
+MAX_EXPORT_BATCH_SIZE = 512
+MAX_QUEUE_SIZE = 65_536
+# The processor drops spans when its queue is full; generation pauses well before that.
+BACKLOG_HIGH_WATER = MAX_QUEUE_SIZE // 2
+BACKLOG_LOW_WATER = MAX_QUEUE_SIZE // 8
+
+
+def traces_url(endpoint: str) -> str:
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
+
+
+def build_exporter(
+    endpoint: str = DEFAULT_ENDPOINT,
+    key: str | None = None,
+    protocol: str = "protobuf",
+    gzip: bool = False,
+    timeout_s: float = EXPORT_TIMEOUT_S,
+) -> SpanExporter:
+    """The stock OTLP/HTTP span exporter posting to ENDPOINT/v1/traces with a bearer key."""
+    from opentelemetry.exporter.otlp.common.http import Compression
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    compression = Compression.GZIP if gzip else Compression.NONE
+    if protocol == "protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as ProtoExporter
+
+        return ProtoExporter(traces_url(endpoint), headers=headers, timeout=timeout_s, compression=compression)
+    if protocol == "json":
+        from opentelemetry.exporter.otlp.json.http.trace_exporter import OTLPSpanExporter as JsonExporter
+
+        return JsonExporter(traces_url(endpoint), headers=headers, timeout=timeout_s, compression=compression)
+    raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+
+
+class _CountingExporter(SpanExporter):
+    """Counts what the real exporter accepted or gave up on, so generation can wait for it."""
+
+    def __init__(self, inner: SpanExporter, owns_inner: bool) -> None:
+        self._inner = inner
+        self._owns_inner = owns_inner
+        self._settled = threading.Condition()
+        self.exported = 0
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:
+            logger.exception("span exporter raised")
+            result = SpanExportResult.FAILURE
+        with self._settled:
+            if result is SpanExportResult.SUCCESS:
+                self.exported += len(spans)
+            else:
+                self.failed += len(spans)
+            self._settled.notify_all()
+        return result
+
+    def wait_for_backlog(self, emitted: int, below: int, timeout_s: float) -> None:
+        with self._settled:
+            self._settled.wait_for(lambda: emitted - self.exported - self.failed <= below, timeout=timeout_s)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        # An injected exporter (a test's in-memory one) stays readable after the run.
+        if self._owns_inner:
+            self._inner.shutdown()
+
+
+class Simulator:
+    """One simulation session: backfill and/or live, sharing exporter, incidents and summary."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        key: str | None = None,
+        *,
+        protocol: str = "protobuf",
+        seed: int | None = None,
+        incidents: Sequence[str | Incident] = (),
+        now: datetime | None = None,
+        exporter: SpanExporter | None = None,
+        gzip: bool = False,
+        schedule_delay_ms: float = 1000,
+    ) -> None:
+        self.now = now or datetime.now(UTC)
+        self.seed = seed if seed is not None else secrets.randbits(32)
+        # Parse before opening anything: a typo in an incident should fail fast and cleanly.
+        self.incidents = [i if isinstance(i, Incident) else parse_incident(i, self.now) for i in incidents]
+        real = exporter if exporter is not None else build_exporter(endpoint, key, protocol, gzip)
+        self._exporter = _CountingExporter(real, owns_inner=exporter is None)
+        self._processor = BatchSpanProcessor(
+            self._exporter,
+            max_queue_size=MAX_QUEUE_SIZE,
+            schedule_delay_millis=schedule_delay_ms,
+            max_export_batch_size=MAX_EXPORT_BATCH_SIZE,
+        )
+        self._emitter = SpanEmitter(self._processor)
+        self._emitted_spans = 0
+        self._started = time.monotonic()
+        self._closed = False
+        self.summary = SimulationSummary(seed=self.seed)
+
+    def backfill(
+        self,
+        start: datetime,
+        end: datetime,
+        requests: int | None = None,
+        *,
+        requests_per_day: float = DEFAULT_REQUESTS_PER_DAY,
+        progress: bool = False,
+    ) -> SimulationSummary:
+        """Emit `requests` traces (default: requests_per_day over the range) in [start, end]."""
+        start_ns, end_ns = to_ns(start), to_ns(end)
+        if end_ns <= start_ns:
+            raise ValueError("backfill end must be after its start")
+        if requests is None:
+            requests = round(requests_per_day * (end_ns - start_ns) / (86400 * NS_PER_S))
+        self.summary.start, self.summary.end = start, end
+        # The range is part of the seed material: the same seed over a different range gives new
+        # trace ids, so a second backfill is not swallowed by the receiver's idempotency.
+        base = f"{self.seed}:{start_ns}:{end_ns}"
+        arrivals = draw_arrivals(random.Random(f"{base}:arrivals"), start_ns, end_ns, requests, f"{base}:req")
+        arrivals = self._apply_traffic_incidents(arrivals, end_ns)
+        with tqdm(total=len(arrivals), unit="req", disable=not progress, desc="backfill") as bar:
+            for arrival in arrivals:
+                req = plan_request(arrival, self.incidents)
+                # A request near the end finishes by `end`: no spans from the future.
+                duration_ns = int(req.duration_s * NS_PER_S)
+                if req.start_ns + duration_ns > end_ns:
+                    req.start_ns = max(start_ns, end_ns - duration_ns)
+                self._emit(req)
+                bar.update()
+        return self.summary
+
+    def live(
+        self,
+        rate_per_min: float = DEFAULT_LIVE_RATE_PER_MIN,
+        *,
+        stop: threading.Event | None = None,
+        duration_s: float | None = None,
+        progress: bool = False,
+    ) -> SimulationSummary:
+        """Emit requests as a Poisson stream at `rate_per_min` until `stop` is set or `duration_s` passes.
+
+        Each trace ends as it is emitted (it started its duration ago), like a real app's spans.
+        """
+        if rate_per_min <= 0:
+            raise ValueError("live rate must be positive")
+        stop = stop or threading.Event()
+        started_ns = time.time_ns()
+        rng = random.Random(f"{self.seed}:live:{started_ns}")
+        deadline = time.monotonic() + duration_s if duration_s is not None else None
+        next_at = time.monotonic()
+        index = 0
+        with tqdm(unit="req", disable=not progress, desc="live") as bar:
+            while True:
+                next_at += rng.expovariate(rate_per_min / 60)
+                if deadline is not None and next_at > deadline:
+                    stop.wait(max(0.0, deadline - time.monotonic()))
+                    break
+                if stop.wait(max(0.0, next_at - time.monotonic())):
+                    break
+                now_ns = time.time_ns()
+                tenant = pick_tenant(rng, from_ns(now_ns))
+                arrival = Arrival(
+                    now_ns, tenant.name, pick_feature(rng, tenant), f"{self.seed}:live:{started_ns}:{index}"
+                )
+                index += 1
+                for each in self._apply_traffic_incidents([arrival], None):
+                    req = plan_request(each, self.incidents)
+                    req.start_ns = now_ns - int(req.duration_s * NS_PER_S)
+                    self._emit(req)
+                    bar.update()
+        return self.summary
+
+    def _apply_traffic_incidents(self, arrivals: list[Arrival], end_ns: int | None) -> list[Arrival]:
+        """Add (or thin out) arrivals where an incident changes a tenant's traffic."""
+        shaped = [i for i in self.incidents if type(i).traffic_multiplier is not Incident.traffic_multiplier]
+        if not shaped:
+            return arrivals
+        out: list[Arrival] = []
+        for arrival in arrivals:
+            multiplier = 1.0
+            for incident in shaped:
+                multiplier *= incident.traffic_multiplier(arrival.tenant, arrival.feature, arrival.at_ns)
+            if multiplier == 1.0:
+                out.append(arrival)
+                continue
+            rng = random.Random(f"{arrival.key}:traffic")
+            whole, fraction = divmod(multiplier, 1.0)
+            copies = int(whole) + (rng.random() < fraction)
+            for n in range(copies):
+                if n == 0:
+                    out.append(arrival)
+                    continue
+                # Extra requests land shortly after the one they copy, never past the range.
+                at_ns = arrival.at_ns + int(rng.random() * BIN_S * NS_PER_S)
+                if end_ns is not None:
+                    at_ns = min(at_ns, end_ns - 1)
+                out.append(Arrival(at_ns, arrival.tenant, arrival.feature, f"{arrival.key}:extra:{n}"))
+        out.sort(key=lambda a: a.at_ns)
+        return out
+
+    def _emit(self, req: RequestPlan) -> None:
+        counts = self._emitter.emit(req)
+        self.summary.record(req, counts)
+        self._emitted_spans += counts.spans
+        # Backpressure: a slow receiver slows generation down instead of overflowing the queue.
+        if self._emitted_spans - self._exporter.exported - self._exporter.failed > BACKLOG_HIGH_WATER:
+            while self._emitted_spans - self._exporter.exported - self._exporter.failed > BACKLOG_LOW_WATER:
+                self._exporter.wait_for_backlog(self._emitted_spans, BACKLOG_LOW_WATER, EXPORT_TIMEOUT_S)
+
+    def flush(self) -> None:
+        self._processor.force_flush()
+        self.summary.exported_spans = self._exporter.exported
+        self.summary.failed_spans = self._exporter.failed
+
+    def close(self) -> SimulationSummary:
+        if not self._closed:
+            self._closed = True
+            self.flush()
+            self._processor.shutdown()
+            self.summary.elapsed_s = time.monotonic() - self._started
+        return self.summary
+
+    def __enter__(self) -> Simulator:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def simulate(
+    endpoint: str = DEFAULT_ENDPOINT,
+    key: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    requests: int | None = None,
+    protocol: str = "protobuf",
+    seed: int | None = None,
+    incidents: Sequence[str | Incident] = (),
+    progress: bool = False,
+    *,
+    exporter: SpanExporter | None = None,
+    requests_per_day: float = DEFAULT_REQUESTS_PER_DAY,
+    gzip: bool = False,
+) -> SimulationSummary:
+    """Backfill [start, end] (default: the 7 days up to now) and return what was sent.
+
+    `requests` defaults to `requests_per_day` over the range. Relative incident times count
+    from `end`. Pass `exporter` (an InMemorySpanExporter, say) to keep spans in-process; then
+    `endpoint`, `key`, `protocol` and `gzip` are unused.
+    """
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(days=7)
+    with Simulator(
+        endpoint, key, protocol=protocol, seed=seed, incidents=incidents, now=end, exporter=exporter, gzip=gzip
+    ) as sim:
+        sim.backfill(start, end, requests, requests_per_day=requests_per_day, progress=progress)
+    return sim.summary
+
+
+def run_live(
+    endpoint: str = DEFAULT_ENDPOINT,
+    key: str | None = None,
+    rate_per_min: float = DEFAULT_LIVE_RATE_PER_MIN,
+    protocol: str = "protobuf",
+    seed: int | None = None,
+    incidents: Sequence[str | Incident] = (),
+    *,
+    stop: threading.Event | None = None,
+    duration_s: float | None = None,
+    exporter: SpanExporter | None = None,
+    gzip: bool = False,
+) -> SimulationSummary:
+    """Generate live traffic until `stop` is set or `duration_s` passes; flushes before returning."""
+    with Simulator(
+        endpoint, key, protocol=protocol, seed=seed, incidents=incidents, exporter=exporter, gzip=gzip
+    ) as sim:
+        sim.live(rate_per_min, stop=stop, duration_s=duration_s)
+    return sim.summary
