@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -95,9 +96,7 @@ def _free_port() -> int:
 
 
 def prepare_database(base_url: str) -> str:
-    bench_url = base_url.rsplit("/", 1)[0] + "/observatory_bench" + (
-        "?" + base_url.split("?", 1)[1] if "?" in base_url else ""
-    )
+    bench_url = urllib.parse.urlsplit(base_url)._replace(path="/observatory_bench").geturl()
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS observatory_bench WITH (FORCE)")
         conn.execute("CREATE DATABASE observatory_bench")

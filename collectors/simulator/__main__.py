@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import NoReturn
 
 from collectors.simulator.incidents import describe_incidents
 from collectors.simulator.runner import (
@@ -52,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    # The demo launcher stops its children with SIGTERM: take the Ctrl-C path, which flushes.
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,4 +111,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     sys.exit(main())
