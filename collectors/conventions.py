@@ -3,8 +3,10 @@
 FIELD_SOURCES is the one place that says where each canonical field comes from: per field,
 the attribute keys of every convention we read (OTel GenAI current and deprecated, vLLM,
 OpenInference, OpenLLMetry/Traceloop, Langfuse), in priority order, each with a converter.
-CONVENTIONS.md (shared/) is the reference; where it and an installed package disagreed,
-the package won and the entry says so.
+CONVENTIONS.md (shared/) is the reference, checked against the installed packages
+(opentelemetry-semantic-conventions 0.66b1, openinference-semantic-conventions 0.1.42,
+opentelemetry-instrumentation-openai-v2 2.4b0): keys found there and not in CONVENTIONS.md
+are marked "(package)".
 
 Token counts are normalised here and nowhere else: input_tokens includes cached input
 (read and write), output_tokens includes reasoning.
@@ -23,7 +25,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from collectors.records import STATUS_ERROR, CanonicalSpan, RawSpan
+from collectors.records import STATUS_ERROR, CanonicalSpan, RawSpan, SpanRejected
 
 __all__ = [
     "DEFAULT_FEATURE_KEYS",
@@ -43,7 +45,6 @@ DEFAULT_FEATURE_KEYS = (
     "gen_ai.workflow.name",
     "traceloop.workflow.name",
     "langfuse.trace.name",
-    "service.name",
 )
 
 
@@ -198,25 +199,20 @@ class _LangfuseUsage(NamedTuple):
     reasoning: int | None
 
 
-# Langfuse's usage_details keys, per integration: OpenAI's detail keys are prefixed
-# `input_`/`output_`; LangChain's `input_token_details` becomes `input_cache_read` etc.;
-# other exporters write Anthropic's own names.
+# Langfuse's usage_details come in Langfuse's own shape (`input`/`output` plus detail keys:
+# OpenAI's prefixed `input_`/`output_`, LangChain's `input_cache_read`, Anthropic's names),
+# or as the provider's raw usage object, which Langfuse's server converts on ingest.
 _LF_CACHE_READ = ("input_cached_tokens", "input_cache_read", "cache_read_input_tokens")
 _LF_CACHE_WRITE = ("input_cache_creation", "cache_creation_input_tokens", "cache_write_input_tokens")
 _LF_CACHE_WRITE_PARTS = ("input_cache_creation_5m", "input_cache_creation_1h")
 _LF_REASONING = ("output_reasoning_tokens", "output_reasoning")
-# Subtracted from `input`/`output` by Langfuse's OpenAI integration like the cache and
-# reasoning counts are, and part of what the provider bills as input/output.
-_LF_OTHER_INPUT = ("input_audio_tokens", "input_audio")
-_LF_OTHER_OUTPUT = (
-    "output_audio_tokens",
-    "output_audio",
-    "output_accepted_prediction_tokens",
-    "output_rejected_prediction_tokens",
-)
+# OpenAI's other detail counts, part of what it bills as input/output. *Unverified*: taken
+# to be subtracted like the cache count, as Langfuse's conversion treats every detail alike.
+_LF_OTHER_INPUT = ("input_audio_tokens",)
+_LF_OTHER_OUTPUT = ("output_audio_tokens", "output_accepted_prediction_tokens", "output_rejected_prediction_tokens")
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def _parse_langfuse_usage(text: str) -> _LangfuseUsage | None:
     try:
         details = orjson.loads(text)
@@ -226,9 +222,9 @@ def _parse_langfuse_usage(text: str) -> _LangfuseUsage | None:
 
 
 def _langfuse_usage_from(details: dict[str, Any]) -> _LangfuseUsage:
-    def first(keys: Sequence[str]) -> int | None:
+    def first(keys: Sequence[str], within: Any = details) -> int | None:
         for key in keys:
-            count = _count(details.get(key))
+            count = _count(within.get(key)) if type(within) is dict else None
             if count is not None:
                 return count
         return None
@@ -236,17 +232,36 @@ def _langfuse_usage_from(details: dict[str, Any]) -> _LangfuseUsage:
     def total(keys: Sequence[str]) -> int:
         return sum(_count(details.get(key)) or 0 for key in keys)
 
+    if "input" not in details and "output" not in details:
+        # A raw OpenAI usage object: its counts already include cache and reasoning.
+        if "prompt_tokens" in details or "completion_tokens" in details:
+            return _LangfuseUsage(
+                first(("prompt_tokens",)),
+                first(("completion_tokens",)),
+                first(("cached_tokens",), details.get("prompt_tokens_details")),
+                None,
+                first(("reasoning_tokens",), details.get("completion_tokens_details")),
+            )
+        if "input_tokens_details" in details or "output_tokens_details" in details:
+            return _LangfuseUsage(
+                first(("input_tokens",)),
+                first(("output_tokens",)),
+                first(("cached_tokens",), details.get("input_tokens_details")),
+                None,
+                first(("reasoning_tokens",), details.get("output_tokens_details")),
+            )
     cache_read = first(_LF_CACHE_READ)
     cache_write = first(_LF_CACHE_WRITE)
     if cache_write is None and any(key in details for key in _LF_CACHE_WRITE_PARTS):
         cache_write = total(_LF_CACHE_WRITE_PARTS)
     reasoning = first(_LF_REASONING)
-    # Langfuse's `input` excludes cached input and its `output` excludes reasoning: add them
-    # back here, so the one normalisation below never has to guess for this source.
-    input_tokens = _count(details.get("input"))
+    # Langfuse's `input` excludes cached input and its `output` excludes reasoning, and a raw
+    # Anthropic usage object's `input_tokens` excludes cache: add them back here, so the one
+    # normalisation below never has to guess for this source.
+    input_tokens = first(("input", "input_tokens"))
     if input_tokens is not None:
         input_tokens += (cache_read or 0) + (cache_write or 0) + total(_LF_OTHER_INPUT)
-    output_tokens = _count(details.get("output"))
+    output_tokens = first(("output", "output_tokens"))
     if output_tokens is not None:
         output_tokens += (reasoning or 0) + total(_LF_OTHER_OUTPUT)
     return _LangfuseUsage(input_tokens, output_tokens, cache_read, cache_write, reasoning)
@@ -254,7 +269,8 @@ def _langfuse_usage_from(details: dict[str, Any]) -> _LangfuseUsage:
 
 def _langfuse_usage(value: Any) -> _LangfuseUsage | None:
     if type(value) is str:
-        return _parse_langfuse_usage(value)
+        # Cached because five fields read the same string; long strings are not usage.
+        return _parse_langfuse_usage(value) if len(value) <= 2048 else None
     if type(value) is dict:  # an exporter that sent it as an OTLP kvlist
         return _langfuse_usage_from(value)
     return None
@@ -344,9 +360,9 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
     "cache_read_tokens": (
         S("gen_ai.usage.cache_read.input_tokens", _count, OTEL),  # also OpenLLMetry, anthropic SDK
         S("gen_ai.usage.cache_read_input_tokens", _count, OPENLLMETRY),  # deprecated spelling
-        S("gen_ai.usage.cached_tokens", _count, VLLM),
+        S("gen_ai.usage.cached_tokens", _count, VLLM),  # unverified upstream; seen in a vLLM fork
         S("llm.token_count.prompt_details.cache_read", _count, OPENINFERENCE),
-        S("llm.token_count.prompt_details.cache_input", _count, OPENINFERENCE),  # older name
+        S("llm.token_count.prompt_details.cache_input", _count, OPENINFERENCE),  # (package)
         S("langfuse.observation.usage_details", _langfuse_part("cache_read"), LANGFUSE),
     ),
     "cache_write_tokens": (
@@ -395,7 +411,7 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
     "is_streaming": (
         S("gen_ai.is_streaming", _flag, OPENLLMETRY),
         S("llm.is_streaming", _flag, OPENLLMETRY),  # before its move to gen_ai.*
-        S("gen_ai.request.stream", _flag, OTEL),
+        S("gen_ai.request.stream", _flag, OTEL),  # (package)
     ),
     "user_id": (
         S("langfuse.user.id", _text, LANGFUSE),
@@ -451,7 +467,7 @@ _PROMPT, _COMPLETION, _UNCOUNTED = "prompt", "completion", ""
 
 _CONTENT_KEYS: dict[str, tuple[str, int]] = {
     "gen_ai.input.messages": (_PROMPT, 0),  # OTel GenAI
-    "gen_ai.system_instructions": (_PROMPT, 0),  # OTel GenAI: part of the same prompt
+    "gen_ai.system_instructions": (_PROMPT, 0),  # OTel GenAI (package): part of the same prompt
     "gen_ai.output.messages": (_COMPLETION, 0),  # OTel GenAI
     "input.value": (_PROMPT, 3),  # OpenInference
     "output.value": (_COMPLETION, 3),  # OpenInference
@@ -462,13 +478,13 @@ _CONTENT_KEYS: dict[str, tuple[str, int]] = {
     "langfuse.observation.input": (_PROMPT, 6),  # Langfuse
     "langfuse.observation.output": (_COMPLETION, 6),  # Langfuse
     # Private too, but not the call's prompt or completion: stripped, not counted.
-    "langfuse.trace.input": (_UNCOUNTED, 0),
-    "langfuse.trace.output": (_UNCOUNTED, 0),
-    "gen_ai.tool.call.arguments": (_UNCOUNTED, 0),
-    "gen_ai.tool.call.result": (_UNCOUNTED, 0),
-    "gen_ai.retrieval.query.text": (_UNCOUNTED, 0),
-    "gen_ai.retrieval.documents": (_UNCOUNTED, 0),
-    "llm.prompt_template.variables": (_UNCOUNTED, 0),  # OpenInference
+    "langfuse.trace.input": (_UNCOUNTED, 0),  # Langfuse
+    "langfuse.trace.output": (_UNCOUNTED, 0),  # Langfuse
+    "gen_ai.tool.call.arguments": (_UNCOUNTED, 0),  # OTel GenAI (package)
+    "gen_ai.tool.call.result": (_UNCOUNTED, 0),  # OTel GenAI (package)
+    "gen_ai.retrieval.query.text": (_UNCOUNTED, 0),  # OTel GenAI (package)
+    "gen_ai.retrieval.documents": (_UNCOUNTED, 0),  # OTel GenAI (package)
+    "llm.prompt_template.variables": (_UNCOUNTED, 0),  # OpenInference (package)
 }
 # Flattened per message: the prefix is followed by the message index (gen_ai.prompt.0.content);
 # `gen_ai.prompt.name` is a prompt's name, not content.
@@ -476,13 +492,13 @@ _CONTENT_PREFIXES: dict[str, tuple[str, int]] = {
     "gen_ai.prompt.": (_PROMPT, 1),  # OpenLLMetry
     "gen_ai.completion.": (_COMPLETION, 1),  # OpenLLMetry
     "llm.input_messages.": (_PROMPT, 2),  # OpenInference
-    "llm.prompts.": (_PROMPT, 2),  # OpenInference, completions API
-    "embedding.embeddings.": (_PROMPT, 2),  # OpenInference: the embedded text
+    "llm.prompts.": (_PROMPT, 2),  # OpenInference (package), completions API
+    "embedding.embeddings.": (_PROMPT, 2),  # OpenInference (package): the embedded text
     "llm.output_messages.": (_COMPLETION, 2),  # OpenInference
-    "llm.choices.": (_COMPLETION, 2),  # OpenInference, completions API
-    "retrieval.documents.": (_UNCOUNTED, 0),  # OpenInference
-    "reranker.input_documents.": (_UNCOUNTED, 0),  # OpenInference
-    "reranker.output_documents.": (_UNCOUNTED, 0),  # OpenInference
+    "llm.choices.": (_COMPLETION, 2),  # OpenInference (package), completions API
+    "retrieval.documents.": (_UNCOUNTED, 0),  # OpenInference (package)
+    "reranker.input_documents.": (_UNCOUNTED, 0),  # OpenInference (package)
+    "reranker.output_documents.": (_UNCOUNTED, 0),  # OpenInference (package)
 }
 _CONTENT_PREFIX_TUPLE = tuple(_CONTENT_PREFIXES)
 # In flattened messages, only these leaves are text; role, ids and finish reasons are not.
@@ -561,10 +577,19 @@ _NOT_MODEL_CALL_OPERATIONS = frozenset(
 _LLM_EVIDENCE = ("provider", "request_model", "response_model", "input_tokens", "output_tokens")
 _VLLM_EVIDENCE = ("queue_ms", "prefill_ms", "decode_ms", "server_e2e_ms", "ttft_ms", "response_id")
 _FIELD_NAMES = frozenset(CanonicalSpan.__dataclass_fields__)
+_TOKEN_FIELDS = frozenset(
+    {"input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens"}
+)
 
 
 def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
-    """Map one decoded span. Never raises on attribute values: a bad value is skipped."""
+    """Map one decoded span.
+
+    A value that does not convert is skipped and the next source tried, with one exception:
+    a numeric token count out of range (negative, or beyond any real request) raises
+    SpanRejected, since storing the span with "tokens unknown" would hide a client bug that
+    misprices every call it touches.
+    """
     attributes = raw.attributes
     # Per field, the best-ranked value present; the rest are read only if it fails to convert.
     best: dict[str, tuple[int, Any, Callable[[Any], Any]]] = {}
@@ -594,6 +619,9 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
     values: dict[str, Any] = {}
     for field_name, (rank, value, convert) in best.items():
         converted = convert(value)
+        if converted is None and field_name in _TOKEN_FIELDS and type(value) in (int, float):
+            key = FIELD_SOURCES[field_name][rank].key
+            raise SpanRejected(f"{key}={value!r} is not a token count (0..{_MAX_TOKENS})")
         if converted is None:
             converted = _next_source(field_name, rank, attributes)
         if converted is not None:

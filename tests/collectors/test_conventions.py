@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 
 from collectors.conventions import FIELD_SOURCES, MappingConfig, map_span
 from collectors.otlp import decode_traces_json
-from collectors.records import CanonicalSpan, RawSpan
+from collectors.records import CanonicalSpan, RawSpan, SpanRejected
 
 START_NS = 1_764_000_000_000_000_000
 CONFIG = MappingConfig()
@@ -475,7 +475,8 @@ def test_non_llm_span_is_mapped_but_not_an_llm_call() -> None:
     )
 
     assert not span.is_llm
-    assert (span.tenant, span.feature, span.service_name) == ("acme", "checkout", "checkout")
+    # service.name is the feature of last resort, applied after trace inheritance, not here.
+    assert (span.tenant, span.feature, span.service_name) == ("acme", None, "checkout")
     assert (span.user_id, span.task_id) == ("user-7", "task-9")
     assert span.error_type == "x" * 100
     assert span.attributes == {"http.route": "/answer", "tenant.id": "acme"}
@@ -615,7 +616,7 @@ def test_the_whole_attribute_dict_is_capped_by_dropping_the_largest_values() -> 
 # --------------------------------------------------------------------------- robustness and end to end
 
 
-def test_table_keys_with_garbage_values_never_raise() -> None:
+def test_table_keys_with_garbage_values_never_raise_but_span_rejected() -> None:
     rng = random.Random(7)
     garbage = [
         None,
@@ -639,7 +640,11 @@ def test_table_keys_with_garbage_values_never_raise() -> None:
     keys = [source.key for sources in FIELD_SOURCES.values() for source in sources]
     for _ in range(500):
         attributes = {key: rng.choice(garbage) for key in rng.sample(keys, 12)}
-        span = _map(attributes, name=rng.choice(["llm_request", "x"]))
+        try:
+            span = _map(attributes, name=rng.choice(["llm_request", "x"]))
+        except SpanRejected as exc:
+            assert "is not a token count" in str(exc)
+            continue
         assert span.input_tokens is None or span.input_tokens >= 0
 
 
@@ -676,3 +681,56 @@ def test_nul_characters_never_reach_the_store() -> None:
 
     assert (span.name, span.request_model, span.tenant, span.error_type) == ("chat", "gpt-4o", "acme", "bad")
     assert span.attributes == {"note": "ab", "key": 1, "tenant.id": "acme"}
+
+
+@pytest.mark.parametrize(
+    ("usage_details", "tokens"),
+    [
+        # The raw OpenAI chat usage object, which Langfuse's SDK may pass through as is.
+        (
+            {
+                "prompt_tokens": 1200,
+                "completion_tokens": 300,
+                "total_tokens": 1500,
+                "prompt_tokens_details": {"cached_tokens": 1000, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 100},
+            },
+            (1200, 1000, None, 300, 100),
+        ),
+        # The raw OpenAI Responses usage object.
+        (
+            {
+                "input_tokens": 1200,
+                "output_tokens": 300,
+                "input_tokens_details": {"cached_tokens": 1000},
+                "output_tokens_details": {"reasoning_tokens": 100},
+            },
+            (1200, 1000, None, 300, 100),
+        ),
+        # The raw Anthropic usage object: input excludes cache.
+        (
+            {
+                "input_tokens": 200,
+                "cache_read_input_tokens": 1000,
+                "cache_creation_input_tokens": 50,
+                "output_tokens": 300,
+            },
+            (1250, 1000, 50, 300, None),
+        ),
+        # Langfuse's own shape with the 5m/1h cache-write split and an audio detail.
+        (
+            {"input": 2000, "input_cache_creation_5m": 30, "input_cache_creation_1h": 20, "input_audio_tokens": 5},
+            (2055, None, 50, None, None),
+        ),
+    ],
+)
+def test_langfuse_usage_details_shapes(usage_details: dict[str, Any], tokens: tuple[int | None, ...]) -> None:
+    span = _map({"langfuse.observation.usage_details": json.dumps(usage_details)})
+
+    assert _tokens(span) == tokens
+
+
+@pytest.mark.parametrize("value", [-5, 10**13, -1.0])
+def test_out_of_range_token_count_rejects_the_span(value: int | float) -> None:
+    with pytest.raises(SpanRejected, match="gen_ai.usage.input_tokens"):
+        _map({"gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": value})
