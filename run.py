@@ -29,7 +29,7 @@ STAMP = VENV / ".requirements.sha256"
 
 
 def _ensure_venv() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - run.py may be started by an older python3
         sys.exit(f"Observatory needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not PYTHON.exists():
         print(f"[run] creating virtualenv in {VENV}", flush=True)

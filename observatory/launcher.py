@@ -107,10 +107,20 @@ def demo(argv: list[str]) -> int:
             marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         children.append(
             subprocess.Popen(
-                [PY, "-m", "collectors.simulator", "--endpoint", endpoint, "--key", credentials["key"], "--live",
-                 "--seed", str(secrets.randbelow(10**6))],
+                [
+                    PY,
+                    "-m",
+                    "collectors.simulator",
+                    "--endpoint",
+                    endpoint,
+                    "--key",
+                    credentials["key"],
+                    "--live",
+                    "--seed",
+                    str(secrets.randbelow(10**6)),
+                ],
                 cwd=ROOT,
-            )  # fmt: skip
+            )
         )
         _say("")
         _say(f"Dashboard:     http://{host}:{port}/   login {credentials['user']} / {credentials['password']}")
@@ -152,8 +162,11 @@ def serve(argv: list[str]) -> int:
 
 def bench(argv: list[str]) -> int:
     if not argv:
-        raise SystemExit("usage: run.py bench NAME [args]  (NAME: " + ", ".join(
-            sorted(p.stem for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))) + ")")
+        raise SystemExit(
+            "usage: run.py bench NAME [args]  (NAME: "
+            + ", ".join(sorted(p.stem for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_")))
+            + ")"
+        )
     _embedded_services(need_redis=False)
     return subprocess.run([PY, str(ROOT / "bench" / f"{argv[0]}.py"), *argv[1:]], cwd=ROOT).returncode
 

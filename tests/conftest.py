@@ -3,11 +3,20 @@ a project with an ingest key, and the base set of users."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from apps.accounts.models import IngestKey, Project
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """One test database per run, so two runs on the same (embedded) server never share one."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["TEST"]["NAME"] = f"test_observatory_{os.getpid()}"
 
 
 @pytest.fixture(autouse=True)
@@ -18,13 +27,17 @@ def _fast_passwords(settings: object) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
     # Process-level caches must not carry rows from one test's (rolled back) database to the next.
+    from apps.pricing.services import PriceBook
     from apps.telemetry import partitions, views
 
-    partitions.forget_known_partitions()
-    views.forget_cached_keys()
+    def forget() -> None:
+        partitions.forget_known_partitions()
+        views.forget_cached_keys()
+        PriceBook.forget()
+
+    forget()
     yield
-    partitions.forget_known_partitions()
-    views.forget_cached_keys()
+    forget()
 
 
 @pytest.fixture
@@ -40,7 +53,11 @@ def ingest_key(project: Project) -> str:
 
 @pytest.fixture(autouse=True)
 def _truncate_spans_after_transactional_tests(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Django's flush skips unmanaged tables, and telemetry_span is one (its DDL is ours)."""
+    """Django's flush skips unmanaged tables, and telemetry_span is one (its DDL is ours).
+
+    Transactional tests that need the price catalog migrate loaded mark themselves
+    `django_db(transaction=True, serialized_rollback=True)`: the flush empties it otherwise.
+    """
     yield
     marker = request.node.get_closest_marker("django_db")
     transactional = (marker is not None and marker.kwargs.get("transaction")) or "live_server" in request.fixturenames

@@ -9,7 +9,6 @@ from typing import Any
 
 import plotly
 import plotly.graph_objects as go
-
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import FileResponse, HttpRequest, HttpResponse
@@ -101,6 +100,3 @@ _PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 def plotly_js(request: HttpRequest) -> FileResponse:
     """plotly.js from the installed plotly package: users run offline, so no CDN."""
     return FileResponse(_PLOTLY_JS.open("rb"), content_type="text/javascript")
-
-
-

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -69,6 +70,7 @@ class PriceAdmin(admin.ModelAdmin):
     search_fields = ("model_pattern",)
     date_hierarchy = "effective_from"
     list_per_page = 100
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # pricing pages are https
     fieldsets = (
         (None, {"fields": ("provider", "model_pattern", "effective_from", "effective_to")}),
         (

@@ -124,7 +124,8 @@ def cost_of(
     tenth_nano_usd, remainder = divmod(pico_usd, 100)
     if remainder >= 50:
         tenth_nano_usd += 1
-    return Decimal(tenth_nano_usd).scaleb(-COST_DECIMAL_PLACES)
+    # Built from a string: exact whatever the thread's decimal context says.
+    return Decimal(f"{tenth_nano_usd}E-{COST_DECIMAL_PLACES}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,9 +55,10 @@ def price_spans(spans: Sequence[CanonicalSpan], book: PriceBook | None = None) -
                 reasoning_tokens=span.reasoning_tokens,
                 price=entry.rates,
             )
-        if cost is not None:
-            span.cost_usd, span.price_id = cost, entry.price.pk  # type: ignore[union-attr]
-        elif span.supplied_cost_usd is not None:
+            if cost is not None:
+                span.cost_usd, span.price_id = cost, entry.price.pk
+                continue
+        if span.supplied_cost_usd is not None:
             span.cost_usd, span.price_id = span.supplied_cost_usd, None
         else:
             span.cost_usd, span.price_id = None, entry.price.pk if entry else None

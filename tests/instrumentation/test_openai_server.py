@@ -7,10 +7,11 @@ import json
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.openai_server import COMPLETION_TEXT, SYSTEM_FINGERPRINT, ChatUsage, OpenAITestServer
 
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
 def _client(server: OpenAITestServer) -> openai.OpenAI:
@@ -18,7 +19,7 @@ def _client(server: OpenAITestServer) -> openai.OpenAI:
 
 
 def test_plain_completion_has_usage_with_cached_and_reasoning_tokens(openai_server: OpenAITestServer) -> None:
-    reply = _client(openai_server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    reply = _client(openai_server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert reply.model == "gpt-4o-mini-2024-07-18"
     assert (reply.system_fingerprint, reply.service_tier) == (SYSTEM_FINGERPRINT, "default")
     assert reply.choices[0].message.content == COMPLETION_TEXT
@@ -39,13 +40,12 @@ def test_stream_carries_usage_only_in_a_last_chunk_when_asked(
     openai_server: OpenAITestServer, include_usage: bool
 ) -> None:
     openai_server.chat_usage = ChatUsage(prompt_tokens=50, cached_tokens=0, completion_tokens=7, reasoning_tokens=0)
-    options = {"stream_options": {"include_usage": True}} if include_usage else {}
     chunks = list(
         _client(openai_server).chat.completions.create(
             model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
-            **options,  # type: ignore[arg-type]
+            stream_options={"include_usage": True} if include_usage else openai.omit,
         )
     )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
@@ -64,21 +64,21 @@ def test_stream_carries_usage_only_in_a_last_chunk_when_asked(
 
 @pytest.mark.parametrize(("status", "error"), [(429, openai.RateLimitError), (500, openai.InternalServerError)])
 def test_injected_failure_answers_once_with_retry_after(
-    openai_server: OpenAITestServer, status: int, error: type[Exception]
+    openai_server: OpenAITestServer, status: int, error: type[openai.APIStatusError]
 ) -> None:
     openai_server.fail_next(status, retry_after=3)
     client = _client(openai_server)
     with pytest.raises(error) as raised:
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
-    assert raised.value.response.headers["retry-after"] == "3"  # type: ignore[attr-defined]
-    assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).usage is not None  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raised.value.response.headers["retry-after"] == "3"
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).usage is not None
     assert len(openai_server.requests) == 2
 
 
 def test_sdk_retries_an_injected_failure(openai_server: OpenAITestServer) -> None:
     openai_server.fail_next(500, retry_after=0)
     client = openai.OpenAI(base_url=openai_server.base_url, api_key="test", max_retries=1)
-    assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).usage is not None  # type: ignore[arg-type]
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).usage is not None
     assert [request.headers.get("x-stainless-retry-count") for request in openai_server.requests] == ["0", "1"]
 
 

@@ -143,7 +143,7 @@ def test_reprice_filters_by_provider_and_model(project: Project, stored_spans: l
     start, end = at("2026-03-01T00:00:00"), at("2026-03-05T00:00:00")
     assert reprice_range(start, end, provider="anthropic") == 0
     assert reprice_range(start, end, provider="openai", model="acme-unknown") == 12
-    assert reprice_range(start, end, provider="openai") == 5  # the gpt-4o-mini cut
+    assert reprice_range(start, end, provider="openai") == 2 + 3 + 3  # gpt-4o-mini from noon on the 2nd
 
 
 @pytest.mark.django_db

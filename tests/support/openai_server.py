@@ -18,6 +18,7 @@ test can check what the client sent, `traceparent` included.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -127,7 +128,7 @@ class OpenAITestServer:
         """The OpenAI-style base URL (ends in /v1)."""
         assert self._http is not None, "server not started"
         host, port = self._http.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     @property
     def root_url(self) -> str:
@@ -144,7 +145,7 @@ class OpenAITestServer:
             self._failures.extend([Failure(status, retry_after)] * times)
 
     def start(self) -> OpenAITestServer:
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._http = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._http.daemon_threads = True
         # A short poll interval: shutdown() waits up to one interval.
         self._thread = threading.Thread(
@@ -252,6 +253,13 @@ _ERROR_TYPES = {
     500: "server_error",
     503: "service_unavailable",
 }
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing its idle keep-alive connection is normal, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:

@@ -102,9 +102,11 @@ def test_postgres_restart_mid_ingestion_loses_nothing(receiver: tuple[str, str, 
 
     def produce() -> None:
         for index in range(traces):
-            with tracer.start_as_current_span("request", kind=SpanKind.SERVER, attributes={"tenant.id": "acme"}):
-                with tracer.start_as_current_span("chat", kind=SpanKind.CLIENT, attributes=LLM_ATTRIBUTES):
-                    pass
+            with (
+                tracer.start_as_current_span("request", kind=SpanKind.SERVER, attributes={"tenant.id": "acme"}),
+                tracer.start_as_current_span("chat", kind=SpanKind.CLIENT, attributes=LLM_ATTRIBUTES),
+            ):
+                pass
             if index % 20 == 0:
                 time.sleep(0.1)
 

@@ -22,15 +22,17 @@ def _send(exporter: object, traces: int) -> None:
     provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=64))  # type: ignore[arg-type]
     tracer = provider.get_tracer("live-test")
     for _ in range(traces):
-        with tracer.start_as_current_span("handle", kind=SpanKind.SERVER, attributes={"app.feature": "summarize"}):
-            with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=LLM_ATTRIBUTES):
-                pass
+        with (
+            tracer.start_as_current_span("handle", kind=SpanKind.SERVER, attributes={"app.feature": "summarize"}),
+            tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=LLM_ATTRIBUTES),
+        ):
+            pass
     assert provider.force_flush(30_000)
     provider.shutdown()
     trace.get_tracer_provider()  # the global provider is untouched
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.mark.parametrize("protocol", ["protobuf", "protobuf+gzip", "json"])
 def test_real_exporter_to_live_server(live_server: object, protocol: str) -> None:
     _, key = IngestKey.issue(Project.objects.create(name="live"), "k")

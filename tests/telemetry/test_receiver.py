@@ -58,7 +58,10 @@ def test_json_batch_is_stored(client: Client, ingest_key: str) -> None:
 def test_gzip_body_and_x_observatory_key_header(client: Client, ingest_key: str) -> None:
     body = gzip.compress(protobuf_body(make_traces(2)))
     response = client.post(
-        "/v1/traces", data=body, content_type=PROTOBUF, headers={"x-observatory-key": ingest_key, "Content-Encoding": "gzip"}
+        "/v1/traces",
+        data=body,
+        content_type=PROTOBUF,
+        headers={"x-observatory-key": ingest_key, "Content-Encoding": "gzip"},
     )
     assert response.status_code == 200, response.content
     assert Span.objects.count() == 4
@@ -131,9 +134,7 @@ def test_undecodable_body_is_400_with_reason(
     response = post(client, body, ingest_key, content_type=content_type)
     assert response.status_code == 400
     text = (
-        response.json()["message"]
-        if content_type == JSON
-        else status_pb2.Status.FromString(response.content).message
+        response.json()["message"] if content_type == JSON else status_pb2.Status.FromString(response.content).message
     )
     assert message.lower() in text.lower()
 

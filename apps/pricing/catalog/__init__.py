@@ -82,11 +82,9 @@ def parse_moment(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _rate(text: str, column: str, *, required: bool) -> Decimal | None:
+def _rate(text: str, column: str) -> Decimal | None:
     text = text.strip()
     if not text:
-        if required:
-            raise ValueError(f"{column} is required")
         return None
     try:
         value = Decimal(text)
@@ -94,6 +92,13 @@ def _rate(text: str, column: str, *, required: bool) -> Decimal | None:
         raise ValueError(f"{column} is not a number: {text!r}") from exc
     if value < 0 or value != value.quantize(Decimal("0.000001")):
         raise ValueError(f"{column} must be >= 0 with at most 6 decimal places: {text!r}")
+    return value
+
+
+def _required_rate(text: str, column: str) -> Decimal:
+    value = _rate(text, column)
+    if value is None:
+        raise ValueError(f"{column} is required")
     return value
 
 
@@ -118,11 +123,11 @@ def _parse_row(raw: dict[str, str]) -> CatalogRow:
         model_pattern=pattern,
         effective_from=effective_from,
         effective_to=effective_to,
-        input_per_mtok=_rate(raw["input"], "input", required=True),  # type: ignore[arg-type]
-        cached_input_per_mtok=_rate(raw["cached_input"], "cached_input", required=False),
-        cache_write_per_mtok=_rate(raw["cache_write"], "cache_write", required=False),
-        output_per_mtok=_rate(raw["output"], "output", required=True),  # type: ignore[arg-type]
-        reasoning_per_mtok=_rate(raw["reasoning"], "reasoning", required=False),
+        input_per_mtok=_required_rate(raw["input"], "input"),
+        cached_input_per_mtok=_rate(raw["cached_input"], "cached_input"),
+        cache_write_per_mtok=_rate(raw["cache_write"], "cache_write"),
+        output_per_mtok=_required_rate(raw["output"], "output"),
+        reasoning_per_mtok=_rate(raw["reasoning"], "reasoning"),
         source_url=raw["source_url"].strip(),
         retrieved_on=date.fromisoformat(retrieved) if retrieved else None,
         notes=raw["notes"].strip(),
@@ -162,7 +167,8 @@ def upsert_prices(rows: list[CatalogRow], price_model: type[models.Model] | None
         from apps.pricing.models import Price
 
         price_model = Price
-    manager = price_model._default_manager
+    # Any: the historical model a migration passes has no static type.
+    manager: Any = price_model._default_manager
     created = updated = unchanged = 0
     with transaction.atomic():
         existing = {(p.provider, p.model_pattern, p.effective_from): p for p in manager.select_for_update()}
