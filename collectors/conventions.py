@@ -9,12 +9,13 @@ opentelemetry-instrumentation-openai-v2 2.4b0): keys found there and not in CONV
 are marked "(package)".
 
 Token counts are normalised here and nowhere else: input_tokens includes cached input
-(read and write), output_tokens includes reasoning.
+(read and write), output_tokens includes reasoning. Prompt and completion content is
+measured by collectors.content; what is kept of the attributes is capped by
+collectors.capping.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from collectors.capping import cap_attributes, strip_nul
+from collectors.content import ContentItem, content_group, measure_content
 from collectors.records import STATUS_ERROR, CanonicalSpan, RawSpan, SpanRejected
 
 __all__ = [
@@ -81,15 +84,10 @@ _MAX_USD = 1_000_000  # for one call: beyond this the figure is a unit mistake
 
 def _text(value: Any) -> str | None:
     if type(value) is str:
-        return _no_nul(value[:_MAX_TEXT_CHARS]) or None
+        return strip_nul(value[:_MAX_TEXT_CHARS]) or None
     if type(value) is int:
         return str(value)
     return None
-
-
-def _no_nul(text: str) -> str:
-    # PostgreSQL refuses NUL in text and jsonb; one such value would fail the whole COPY.
-    return text.replace("\x00", "") if "\x00" in text else text
 
 
 def _lower(value: Any) -> str | None:
@@ -164,11 +162,11 @@ def _reasons(value: Any) -> list[str] | None:
             try:
                 value = orjson.loads(value)
             except orjson.JSONDecodeError:
-                return [_no_nul(value[:_MAX_TEXT_CHARS])]
+                return [strip_nul(value[:_MAX_TEXT_CHARS])]
         else:
-            return [_no_nul(value[:_MAX_TEXT_CHARS])] if value else None
+            return [strip_nul(value[:_MAX_TEXT_CHARS])] if value else None
     if type(value) is list:
-        reasons = [_no_nul(str(item)[:_MAX_TEXT_CHARS]) for item in value if item is not None and item != ""]
+        reasons = [strip_nul(str(item)[:_MAX_TEXT_CHARS]) for item in value if item is not None and item != ""]
         return reasons or None
     return None
 
@@ -458,110 +456,6 @@ for _field, _sources in FIELD_SOURCES.items():
         _ROUTES[_source.key] = (*_ROUTES.get(_source.key, ()), (_field, _rank, _source.convert))
 del _field, _sources, _rank, _source
 
-# --------------------------------------------------------------------------- content
-# Prompts and completions, as attributes. Each group is one convention's way of carrying
-# the same text, so only the best group present is counted (OpenInference sends the same
-# prompt as llm.input_messages.* and as input.value). Rank: lower wins.
-
-_PROMPT, _COMPLETION, _UNCOUNTED = "prompt", "completion", ""
-
-_CONTENT_KEYS: dict[str, tuple[str, int]] = {
-    "gen_ai.input.messages": (_PROMPT, 0),  # OTel GenAI
-    "gen_ai.system_instructions": (_PROMPT, 0),  # OTel GenAI (package): part of the same prompt
-    "gen_ai.output.messages": (_COMPLETION, 0),  # OTel GenAI
-    "input.value": (_PROMPT, 3),  # OpenInference
-    "output.value": (_COMPLETION, 3),  # OpenInference
-    "gen_ai.prompt": (_PROMPT, 4),  # OTel GenAI (deprecated)
-    "gen_ai.completion": (_COMPLETION, 4),  # OTel GenAI (deprecated)
-    "traceloop.entity.input": (_PROMPT, 5),  # OpenLLMetry
-    "traceloop.entity.output": (_COMPLETION, 5),  # OpenLLMetry
-    "langfuse.observation.input": (_PROMPT, 6),  # Langfuse
-    "langfuse.observation.output": (_COMPLETION, 6),  # Langfuse
-    # Private too, but not the call's prompt or completion: stripped, not counted.
-    "langfuse.trace.input": (_UNCOUNTED, 0),  # Langfuse
-    "langfuse.trace.output": (_UNCOUNTED, 0),  # Langfuse
-    "gen_ai.tool.call.arguments": (_UNCOUNTED, 0),  # OTel GenAI (package)
-    "gen_ai.tool.call.result": (_UNCOUNTED, 0),  # OTel GenAI (package)
-    "gen_ai.retrieval.query.text": (_UNCOUNTED, 0),  # OTel GenAI (package)
-    "gen_ai.retrieval.documents": (_UNCOUNTED, 0),  # OTel GenAI (package)
-    "llm.prompt_template.variables": (_UNCOUNTED, 0),  # OpenInference (package)
-}
-# Flattened per message: the prefix is followed by the message index (gen_ai.prompt.0.content);
-# `gen_ai.prompt.name` is a prompt's name, not content.
-_CONTENT_PREFIXES: dict[str, tuple[str, int]] = {
-    "gen_ai.prompt.": (_PROMPT, 1),  # OpenLLMetry
-    "gen_ai.completion.": (_COMPLETION, 1),  # OpenLLMetry
-    "llm.input_messages.": (_PROMPT, 2),  # OpenInference
-    "llm.prompts.": (_PROMPT, 2),  # OpenInference (package), completions API
-    "embedding.embeddings.": (_PROMPT, 2),  # OpenInference (package): the embedded text
-    "llm.output_messages.": (_COMPLETION, 2),  # OpenInference
-    "llm.choices.": (_COMPLETION, 2),  # OpenInference (package), completions API
-    "retrieval.documents.": (_UNCOUNTED, 0),  # OpenInference (package)
-    "reranker.input_documents.": (_UNCOUNTED, 0),  # OpenInference (package)
-    "reranker.output_documents.": (_UNCOUNTED, 0),  # OpenInference (package)
-}
-_CONTENT_PREFIX_TUPLE = tuple(_CONTENT_PREFIXES)
-# In flattened messages, only these leaves are text; role, ids and finish reasons are not.
-_TEXT_LEAVES = (".content", ".text", ".arguments")
-_JSON_TEXT_KEYS = frozenset({"content", "text", "arguments"})
-_MAX_JSON_DEPTH = 32
-
-
-def _prefixed_content_group(key: str) -> tuple[str, int] | None:
-    for prefix, group in _CONTENT_PREFIXES.items():
-        if key.startswith(prefix) and key[len(prefix) : len(prefix) + 1].isdigit():
-            return group
-    return None
-
-
-def _collect_text(value: Any, out: list[str], depth: int = 0) -> None:
-    """The human text inside a content value: a plain string, or the text leaves of JSON."""
-    if depth > _MAX_JSON_DEPTH:
-        return
-    if type(value) is str:
-        if value[:1] in ("[", "{"):
-            try:
-                parsed = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                out.append(value)
-            else:
-                _collect_json_text(parsed, out, depth + 1, True)
-        else:
-            out.append(value)
-    elif type(value) is list or type(value) is dict:
-        _collect_json_text(value, out, depth + 1, True)
-
-
-def _collect_json_text(value: Any, out: list[str], depth: int, is_text: bool) -> None:
-    # Strings count only under a text key (content, text, arguments) or at the top level,
-    # so a request body's model name or stop list is not taken for prompt text.
-    if depth > _MAX_JSON_DEPTH:
-        return
-    if type(value) is str:
-        if is_text:
-            out.append(value)
-    elif type(value) is dict:
-        for key, inner in value.items():
-            _collect_json_text(inner, out, depth + 1, key in _JSON_TEXT_KEYS)
-    elif type(value) is list:
-        for inner in value:
-            _collect_json_text(inner, out, depth + 1, is_text)
-
-
-def _content_text(items: list[tuple[str, Any, str, int]], direction: str) -> list[str] | None:
-    ranks = [rank for _, _, item_direction, rank in items if item_direction == direction]
-    if not ranks:
-        return None
-    best = min(ranks)
-    texts: list[str] = []
-    for key, value, item_direction, rank in items:
-        if item_direction != direction or rank != best:
-            continue
-        if key in _CONTENT_KEYS or key.endswith(_TEXT_LEAVES):
-            _collect_text(value, texts)
-    return texts
-
-
 # --------------------------------------------------------------------------- mapping
 
 # Operations that are a model call, and ones that are not even when they carry a model or
@@ -594,7 +488,7 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
     # Per field, the best-ranked value present; the rest are read only if it fails to convert.
     best: dict[str, tuple[int, Any, Callable[[Any], Any]]] = {}
     kept: dict[str, Any] = {}
-    content: list[tuple[str, Any, str, int]] = []
+    content: list[ContentItem] = []
     completion_finish_reasons: list[str] = []
     for key, value in attributes.items():
         routes = _ROUTES.get(key)
@@ -604,15 +498,13 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
                 if current is None or rank < current[0]:
                     best[field_name] = (rank, value, convert)
             continue
-        group = _CONTENT_KEYS.get(key)
-        if group is None and key.startswith(_CONTENT_PREFIX_TUPLE):
-            group = _prefixed_content_group(key)
+        group = content_group(key)
         if group is None:
             kept[key] = value
             continue
         content.append((key, value, *group))
         if key.endswith(".finish_reason") and type(value) is str:  # OpenLLMetry's per-choice reason
-            completion_finish_reasons.append(_no_nul(value[:_MAX_TEXT_CHARS]))
+            completion_finish_reasons.append(strip_nul(value[:_MAX_TEXT_CHARS]))
         if config.capture_content:
             kept[key] = value
 
@@ -655,10 +547,12 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
     if "error_type" not in values and (
         raw.status_code == STATUS_ERROR or level == "error" or (finish_reasons and "abort" in finish_reasons)
     ):
-        values["error_type"] = _no_nul(raw.status_message[:100]) or (observation_status_message or "")[:100] or "error"
+        values["error_type"] = (
+            strip_nul(raw.status_message[:100]) or (observation_status_message or "")[:100] or "error"
+        )
 
     if content and is_llm:
-        _measure_content(content, values)
+        measure_content(content, values)
 
     resource = raw.resource
     service_name = resource.get("service.name")
@@ -666,19 +560,19 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
         trace_id=raw.trace_id,
         span_id=raw.span_id,
         parent_span_id=raw.parent_span_id,
-        name=_no_nul(raw.name),
+        name=strip_nul(raw.name),
         kind=raw.kind,
         start_ns=raw.start_ns,
         end_ns=raw.end_ns,
         status_code=raw.status_code,
-        status_message=_no_nul(raw.status_message),
-        service_name=_no_nul(service_name) if type(service_name) is str else "",
-        scope_name=_no_nul(raw.scope_name),
+        status_message=strip_nul(raw.status_message),
+        service_name=strip_nul(service_name) if type(service_name) is str else "",
+        scope_name=strip_nul(raw.scope_name),
         is_llm=is_llm,
         tenant=_first_tag(config.tenant_keys, attributes, resource, config.max_attribute_chars),
         feature=_first_tag(config.feature_keys, attributes, resource, config.max_attribute_chars),
-        attributes=_cap(kept, config.max_attribute_chars, config.max_attributes_chars),
-        resource=_cap(resource, config.max_attribute_chars, config.max_attributes_chars),
+        attributes=cap_attributes(kept, config.max_attribute_chars, config.max_attributes_chars),
+        resource=cap_attributes(resource, config.max_attribute_chars, config.max_attributes_chars),
         **values,
     )
 
@@ -717,17 +611,6 @@ def _normalise_tokens(values: dict[str, Any]) -> None:
         values["output_tokens"] = output_tokens + reasoning
 
 
-def _measure_content(content: list[tuple[str, Any, str, int]], values: dict[str, Any]) -> None:
-    prompt = _content_text(content, _PROMPT)
-    if prompt is not None:
-        values["prompt_chars"] = sum(map(len, prompt))
-        digest = hashlib.sha256("\n".join(prompt).encode("utf-8", "surrogatepass")).hexdigest()
-        values["prompt_hash"] = digest[:16]
-    completion = _content_text(content, _COMPLETION)
-    if completion is not None:
-        values["completion_chars"] = sum(map(len, completion))
-
-
 def _first_tag(keys: Sequence[str], attributes: dict[str, Any], resource: dict[str, Any], limit: int) -> str | None:
     # The span is more specific than its process: all span keys before any resource key.
     for source in (attributes, resource):
@@ -737,107 +620,10 @@ def _first_tag(keys: Sequence[str], attributes: dict[str, Any], resource: dict[s
                 continue
             if type(value) is str:
                 if value:
-                    return _no_nul(value[:limit]) or None
+                    return strip_nul(value[:limit]) or None
             elif type(value) is int:
                 return str(value)
     return None
-
-
-# --------------------------------------------------------------------------- capping
-
-
-def _cap(attributes: dict[str, Any], max_value_chars: int, max_total_chars: int) -> dict[str, Any]:
-    """Cap each string, then the whole dict; what was cut is marked `_truncated: true`.
-
-    Size is key plus value characters; numbers and booleans count 8, lists and dicts
-    their JSON length. Non-finite floats become strings: JSON (and jsonb) has no NaN.
-    """
-    # Nearly every span is small and flat: check that in one pass and copy.
-    total = 0
-    for key, value in attributes.items():
-        kind = type(value)
-        if "\x00" in key:
-            break
-        if kind is str:
-            if len(value) > max_value_chars or "\x00" in value:
-                break
-            total += len(key) + len(value)
-        elif kind is int or kind is bool or (kind is float and math.isfinite(value)):
-            total += len(key) + 8
-        else:
-            break
-    else:
-        if total <= max_total_chars:
-            return dict(attributes)
-    return _cap_slowly(attributes, max_value_chars, max_total_chars)
-
-
-def _cap_slowly(attributes: dict[str, Any], max_value_chars: int, max_total_chars: int) -> dict[str, Any]:
-    capped: dict[str, Any] = {}
-    sizes: list[tuple[int, str]] = []
-    total = 0
-    truncated = False
-    for key, value in attributes.items():
-        key = _no_nul(key)
-        value, cut = _cap_nested(value, max_value_chars, 0)
-        truncated = truncated or cut
-        kind = type(value)
-        if kind is str:
-            size = len(value)
-        elif kind is list or kind is dict:
-            size = _json_size(value)
-        else:
-            size = 8
-        size += len(key)
-        total += size
-        sizes.append((size, key))
-        capped[key] = value
-    if total > max_total_chars:
-        sizes.sort(reverse=True)
-        for size, key in sizes:
-            del capped[key]
-            total -= size
-            if total <= max_total_chars:
-                break
-        truncated = True
-    if truncated:
-        capped["_truncated"] = True
-    return capped
-
-
-def _json_size(value: Any) -> int:
-    try:
-        return len(orjson.dumps(value, default=str))
-    except TypeError:  # integers beyond 64 bits, from a RawSpan not built by our decoders
-        return len(str(value))
-
-
-def _cap_nested(value: Any, max_value_chars: int, depth: int) -> tuple[Any, bool]:
-    if depth > _MAX_JSON_DEPTH:
-        return None, True
-    kind = type(value)
-    if kind is str:
-        value = _no_nul(value)
-        return (value[:max_value_chars], True) if len(value) > max_value_chars else (value, False)
-    if kind is float:
-        return (value, False) if math.isfinite(value) else (str(value), False)
-    if kind is list:
-        cut = False
-        items = []
-        for item in value:
-            capped_item, item_cut = _cap_nested(item, max_value_chars, depth + 1)
-            items.append(capped_item)
-            cut = cut or item_cut
-        return items, cut
-    if kind is dict:
-        cut = False
-        mapping = {}
-        for key, item in value.items():
-            capped_item, item_cut = _cap_nested(item, max_value_chars, depth + 1)
-            mapping[_no_nul(str(key)[:max_value_chars])] = capped_item
-            cut = cut or item_cut
-        return mapping, cut
-    return value, False
 
 
 def _check_table() -> None:

@@ -55,8 +55,8 @@ def ingest_key(project: Project) -> str:
 def _truncate_spans_after_transactional_tests(request: pytest.FixtureRequest) -> Iterator[None]:
     """Django's flush skips unmanaged tables, and telemetry_span is one (its DDL is ours).
 
-    Transactional tests that need the price catalog migrate loaded mark themselves
-    `django_db(transaction=True, serialized_rollback=True)`: the flush empties it otherwise.
+    The flush also empties the price catalog that migrate loaded: transactional tests
+    that price spans ask for the `price_catalog` fixture.
     """
     yield
     marker = request.node.get_closest_marker("django_db")
@@ -66,3 +66,18 @@ def _truncate_spans_after_transactional_tests(request: pytest.FixtureRequest) ->
 
         with connection.cursor() as cur:
             cur.execute("TRUNCATE telemetry_span")
+
+
+@pytest.fixture
+def price_catalog(transactional_db: None) -> None:
+    """The shipped price catalog, for transactional tests (a flush empties the table the data
+    migration filled). load_prices is an idempotent upsert; the process-wide price book is
+    re-read so it holds no rows of an earlier database."""
+    import io
+
+    from django.core.management import call_command
+
+    from apps.pricing.services import PriceBook
+
+    call_command("load_prices", stdout=io.StringIO())
+    PriceBook.forget()

@@ -11,7 +11,6 @@ completion 300 (100 of them reasoning).
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -20,7 +19,6 @@ from decimal import Decimal
 
 import openai
 import pytest
-from django.core.management import call_command
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -169,13 +167,8 @@ INSTRUMENTATIONS = [
 
 
 @pytest.fixture
-def tracer_provider(live_server: LiveServer) -> Iterator[TracerProvider]:
+def tracer_provider(live_server: LiveServer, price_catalog: None) -> Iterator[TracerProvider]:
     """The application's own provider (not the global one), exporting to the live receiver."""
-    # A transactional test's flush empties the price table the data migration filled, and
-    # the process-wide price book would keep rows (and ids) of an earlier database: load
-    # the shipped catalog again (an idempotent upsert) and read it afresh.
-    call_command("load_prices", stdout=io.StringIO())
-    PriceBook.forget()
     _, key = IngestKey.issue(Project.objects.create(name="instrumented-app"), "k")
     exporter = OTLPSpanExporter(
         endpoint=f"{live_server.url}/v1/traces",

@@ -32,9 +32,9 @@ def _send(exporter: object, traces: int) -> None:
     trace.get_tracer_provider()  # the global provider is untouched
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("protocol", ["protobuf", "protobuf+gzip", "json"])
-def test_real_exporter_to_live_server(live_server: object, protocol: str) -> None:
+def test_real_exporter_to_live_server(live_server: object, price_catalog: None, protocol: str) -> None:
     _, key = IngestKey.issue(Project.objects.create(name="live"), "k")
     endpoint = f"{live_server.url}/v1/traces"  # type: ignore[attr-defined]
     headers = {"Authorization": f"Bearer {key}"}
