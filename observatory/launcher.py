@@ -66,6 +66,12 @@ def _gunicorn(bind: list[str], workers: int) -> list[str]:
     return command
 
 
+def _child(command: list[str]) -> subprocess.Popen[bytes]:
+    # Own session: a terminal's Ctrl-C reaches only the launcher, which then stops the
+    # children in order (the simulator flushes while the receiver is still up).
+    return subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -79,12 +85,12 @@ def demo(argv: list[str]) -> int:
     children: list[subprocess.Popen[bytes]] = []
 
     def stop(*_: object) -> None:
+        # Last started, first stopped: the simulator flushes into a receiver still running.
         for child in reversed(children):
             if child.poll() is None:
                 child.terminate()
-        for child in children:
             try:
-                child.wait(timeout=10)
+                child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
         children.clear()
@@ -93,7 +99,7 @@ def demo(argv: list[str]) -> int:
         _manage("migrate", "--noinput", "-v", "0")
         login = _manage("demo_setup", capture=True).strip().splitlines()
         credentials = dict(line.split("=", 1) for line in login if "=" in line)
-        children.append(subprocess.Popen(_gunicorn([f"{host}:{port}", f"{host}:{otlp_port}"], workers=2), cwd=ROOT))
+        children.append(_child(_gunicorn([f"{host}:{port}", f"{host}:{otlp_port}"], workers=2)))
         _wait_http(f"http://{host}:{port}/healthz")
         endpoint = f"http://{host}:{otlp_port}"
         marker = embedded.STATE_DIR / "demo-backfilled"
@@ -106,7 +112,7 @@ def demo(argv: list[str]) -> int:
             )  # fmt: skip
             marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         children.append(
-            subprocess.Popen(
+            _child(
                 [
                     PY,
                     "-m",
@@ -118,8 +124,7 @@ def demo(argv: list[str]) -> int:
                     "--live",
                     "--seed",
                     str(secrets.randbelow(10**6)),
-                ],
-                cwd=ROOT,
+                ]
             )
         )
         _say("")
@@ -137,7 +142,7 @@ def demo(argv: list[str]) -> int:
     finally:
         stop()
         if redis_handle is not None:
-            redis_handle.shutdown(save=True, now=True)
+            embedded.stop_redis(redis_handle)
         if os.environ["DATABASE_URL"].find(str(embedded.STATE_DIR)) != -1:
             embedded.stop_postgres()
 
