@@ -95,6 +95,10 @@ def demo(argv: list[str]) -> int:
                 child.kill()
         children.clear()
 
+    # Ctrl-C and SIGTERM both mean "stop everything"; SIGINT is set explicitly because a
+    # launcher started in the background inherits it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         _manage("migrate", "--noinput", "-v", "0")
         login = _manage("demo_setup", capture=True).strip().splitlines()
@@ -131,7 +135,6 @@ def demo(argv: list[str]) -> int:
         _say(f"Dashboard:     http://{host}:{port}/   login {credentials['user']} / {credentials['password']}")
         _say(f"OTLP receiver: {endpoint}/v1/traces (also on port {port}); ingest key {credentials['key']}")
         _say("Simulated traffic keeps arriving live. Ctrl-C stops everything.")
-        signal.signal(signal.SIGTERM, _interrupt)
         while all(child.poll() is None for child in children):
             time.sleep(1)
         _say("a child process exited; stopping")
