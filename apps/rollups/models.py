@@ -1,0 +1,111 @@
+"""Hourly rollups of the span table, and the hours waiting to be (re)computed.
+
+One RollupHour row per (project, hour, grouping set, dimension values). `grouping` is a
+bitmask of the dimensions the row is grouped by (DIM_BITS); a dimension outside the mask is
+NULL, meaning "all values". An unattributed span has the empty string as its tenant or
+feature, never NULL. The materialised grouping sets are GROUPING_SETS: the query layer reads
+the smallest one that covers a question's filters and group-by, so a 30-day overview reads a
+few hundred rows instead of every (tenant, feature, model) combination.
+
+Distributions are pairs of int arrays (bucket indexes, counts): see sketch.py.
+"""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+DIMENSIONS = ("tenant", "feature", "provider", "model", "service")
+DIM_BITS = {name: 1 << position for position, name in enumerate(DIMENSIONS)}
+ALL_DIMS = sum(DIM_BITS.values())
+
+
+def mask(*names: str) -> int:
+    return sum(DIM_BITS[name] for name in names)
+
+
+GROUPING_SETS: tuple[int, ...] = (
+    0,
+    mask("tenant"),
+    mask("feature"),
+    mask("tenant", "feature"),
+    mask("provider", "model"),
+    mask("tenant", "provider", "model"),
+    mask("feature", "provider", "model"),
+    ALL_DIMS,
+)
+
+# The distributions each row keeps, by name: (indexes column, counts column).
+DISTRIBUTIONS = ("e2e_ms", "ttft_ms", "tpot_ms", "queue_ms", "output_tokens")
+
+
+def _sketch() -> ArrayField:
+    return ArrayField(models.IntegerField(), default=list)
+
+
+class RollupHour(models.Model):
+    project = models.ForeignKey("accounts.Project", on_delete=models.CASCADE, db_constraint=False)
+    bucket = models.DateTimeField(help_text="start of the UTC hour")
+    grouping = models.SmallIntegerField(help_text="bitmask of DIMENSIONS this row is grouped by")
+    tenant = models.TextField(null=True)
+    feature = models.TextField(null=True)
+    provider = models.TextField(null=True)
+    model = models.TextField(null=True)
+    service = models.TextField(null=True)
+
+    # LLM calls: LLM spans whose parent is not itself an LLM span (see docs/metrics.md).
+    requests = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    errors_by_type = models.JSONField(default=dict)
+    retries = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    tokens_unknown = models.IntegerField(default=0, help_text="calls whose input or output count is unknown")
+    cost_usd = models.DecimalField(max_digits=24, decimal_places=10, default=0)
+    cost_unknown = models.IntegerField(default=0, help_text="calls whose cost is unknown")
+    cache_savings_usd = models.DecimalField(max_digits=24, decimal_places=10, default=0)
+    semantic_cache_lookups = models.IntegerField(default=0)
+    semantic_cache_hits = models.IntegerField(default=0)
+    tasks = models.IntegerField(default=0)
+    successful_tasks = models.IntegerField(default=0)
+    # Output tokens and generation time (e2e - TTFT) of calls that report both: tokens per second.
+    generation_tokens = models.BigIntegerField(default=0)
+    generation_ms = models.FloatField(default=0)
+
+    # Distributions (sketch.py): bucket indexes and their counts, for each of DISTRIBUTIONS.
+    e2e_ms_idx, e2e_ms_cnt = _sketch(), _sketch()
+    ttft_ms_idx, ttft_ms_cnt = _sketch(), _sketch()
+    tpot_ms_idx, tpot_ms_cnt = _sketch(), _sketch()
+    queue_ms_idx, queue_ms_cnt = _sketch(), _sketch()
+    output_tokens_idx, output_tokens_cnt = _sketch(), _sketch()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "bucket", "grouping", "tenant", "feature", "provider", "model", "service"],
+                name="rollup_hour_identity",
+                nulls_distinct=False,
+            )
+        ]
+        # The query layer's reads: one grouping set of one project over a time range.
+        indexes = [models.Index(fields=["project", "grouping", "bucket"], name="rollup_hour_read")]
+
+
+class DirtyHour(models.Model):
+    """An hour whose raw spans changed since it was last rolled up.
+
+    Ingest and re-pricing upsert a row (dirtied_at = now()); the rollup task claims rows
+    with a lease (claimed_until), recomputes the hour, then deletes the row only if
+    dirtied_at is unchanged, so a write that lands during the recompute is rolled up again.
+    """
+
+    project = models.ForeignKey("accounts.Project", on_delete=models.CASCADE, db_constraint=False)
+    hour = models.DateTimeField()
+    dirtied_at = models.DateTimeField()
+    claimed_until = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "hour"], name="dirty_hour_identity")]
