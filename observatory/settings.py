@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.telemetry",
     "apps.pricing",
+    "apps.rollups",
     "apps.dashboard",
 ]
 

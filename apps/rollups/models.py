@@ -95,17 +95,20 @@ class RollupHour(models.Model):
 
 
 class DirtyHour(models.Model):
-    """An hour whose raw spans changed since it was last rolled up.
+    """A note that an hour's raw spans changed: written in the same transaction as the
+    change (ingest, re-pricing), so the note is visible exactly when the spans are.
 
-    Ingest and re-pricing upsert a row (dirtied_at = now()); the rollup task claims rows
-    with a lease (claimed_until), recomputes the hour, then deletes the row only if
-    dirtied_at is unchanged, so a write that lands during the recompute is rolled up again.
+    Insert-only, with no unique key, so ingest never waits on a row lock. The rollup task
+    reads notes, recomputes each noted hour from raw spans under an advisory lock, and then
+    deletes exactly the notes it read: a note written meanwhile survives and causes one more
+    recompute, and a killed worker leaves its notes in place (no lock flag to clear).
     """
 
+    id = models.BigAutoField(primary_key=True)
     project = models.ForeignKey("accounts.Project", on_delete=models.CASCADE, db_constraint=False)
     hour = models.DateTimeField()
-    dirtied_at = models.DateTimeField()
-    claimed_until = models.DateTimeField(null=True)
+    noted_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "hour"], name="dirty_hour_identity")]
+        # The rollup task's read: the oldest noted hours first.
+        indexes = [models.Index(fields=["hour", "project"], name="dirty_hour_read")]

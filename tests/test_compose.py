@@ -1,0 +1,141 @@
+"""The production compose file and .env.example: a service missing or miswired, or a setting
+nobody documented, shows up here rather than on someone's first `docker compose up`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+SETTINGS = ROOT / "observatory" / "settings.py"
+
+SERVICES = {"postgres", "redis", "migrate", "web", "collector", "worker", "beat"}
+# The services that run Observatory's own image, configured through the x-app anchor.
+APP_SERVICES = {"migrate", "web", "collector", "worker", "beat"}
+# Interpolated by compose itself (the postgres service and the app's DATABASE_URL), not read
+# by settings.py; it must still be in .env.example, since compose refuses to start without it.
+COMPOSE_ONLY_VARIABLES = {"POSTGRES_PASSWORD"}
+
+# ${NAME}, ${NAME:-default}, ${NAME:?error} and the like.
+COMPOSE_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+# env_str("NAME", ...), including a call whose arguments start on the next line.
+SETTINGS_VARIABLE = re.compile(r"\benv_(?:str|bool|int|list)\(\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def documented_variables() -> dict[str, str | None]:
+    """Each NAME= line of .env.example, with the comment line directly above it (None if none)."""
+    documented: dict[str, str | None] = {}
+    previous = ""
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        stripped = line.strip()
+        match = re.match(r"([A-Za-z_][A-Za-z0-9_]*)=", stripped)
+        if match:
+            comment = previous[1:].strip() if previous.startswith("#") else None
+            documented[match.group(1)] = comment or None
+        previous = stripped
+    return documented
+
+
+def settings_variables() -> set[str]:
+    return set(SETTINGS_VARIABLE.findall(SETTINGS.read_text()))
+
+
+def published_ports(service: dict[str, Any]) -> set[tuple[str, str]]:
+    """(host port, container port) for short ("8000:8000", "127.0.0.1:8000:8000") and long syntax."""
+    ports: set[tuple[str, str]] = set()
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            ports.add((str(entry.get("published", "")), str(entry["target"])))
+        else:
+            *host, container = str(entry).split(":")
+            ports.add((host[-1] if host else "", container.split("/")[0]))
+    return ports
+
+
+def test_all_services_are_defined(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) >= SERVICES
+
+
+def test_depends_on_names_existing_services(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for dependency in service.get("depends_on", []):  # a list or a mapping: both iterate names
+            assert dependency in services, f"{name} depends on undefined service {dependency}"
+            assert dependency != name, f"{name} depends on itself"
+
+
+def test_every_service_has_an_image_or_build(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        assert service.get("image") or service.get("build"), f"{name} has neither image nor build"
+    for name in APP_SERVICES:
+        # One image for every Observatory process: built here, tagged for the others to share.
+        assert services[name].get("build"), f"{name} is not built from the Dockerfile"
+        assert services[name].get("image") == services["web"].get("image"), f"{name} runs another image"
+
+
+@pytest.mark.parametrize(("name", "port"), [("web", "8000"), ("collector", "4318")])
+def test_ports_published(services: dict[str, dict[str, Any]], name: str, port: str) -> None:
+    assert (port, port) in published_ports(services[name])
+    command = services[name]["command"]
+    assert f"0.0.0.0:{port}" in command, f"{name} publishes {port} but gunicorn binds elsewhere: {command}"
+
+
+@pytest.mark.parametrize("name", ["worker", "beat"])
+def test_celery_services(services: dict[str, dict[str, Any]], name: str) -> None:
+    command = services[name]["command"]
+    assert command[:3] == ["celery", "-A", "observatory"], command
+    assert name in command, f"{name} does not run `celery {name}`: {command}"
+
+
+def test_app_services_share_database_and_redis_from_the_anchor(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    shared = compose["x-app"]["environment"]
+    assert shared["DATABASE_URL"].startswith("postgres://") and "@postgres:" in shared["DATABASE_URL"]
+    assert shared["REDIS_URL"].startswith("redis://redis:")
+    for name in APP_SERVICES:
+        environment = services[name].get("environment", {})
+        for variable in ("DATABASE_URL", "REDIS_URL"):
+            assert environment.get(variable) == shared[variable], f"{name} does not get {variable} from x-app"
+
+
+def test_compose_variables_are_documented() -> None:
+    used = set(COMPOSE_VARIABLE.findall(COMPOSE.read_text()))
+    assert used, "no ${VAR} found in docker-compose.yml: the pattern no longer matches"
+    documented = documented_variables()
+    missing = sorted(used - COMPOSE_ONLY_VARIABLES - set(documented))
+    assert not missing, f"docker-compose.yml uses variables .env.example does not list: {missing}"
+
+
+def test_postgres_password_is_documented() -> None:
+    documented = documented_variables()
+    for variable in COMPOSE_ONLY_VARIABLES:
+        assert documented.get(variable), f"{variable} is missing from .env.example or has no comment above it"
+
+
+def test_settings_variables_are_documented_with_a_comment() -> None:
+    read = settings_variables()
+    # Guard against a pattern that silently matches nothing (or misses multi-line calls).
+    assert {"DATABASE_URL", "SECRET_KEY", "TENANT_ATTRIBUTE_KEYS", "FEATURE_ATTRIBUTE_KEYS"} <= read
+    documented = documented_variables()
+    missing = sorted(read - set(documented))
+    assert not missing, f"settings.py reads variables .env.example does not list: {missing}"
+    uncommented = sorted(name for name in read if documented[name] is None)
+    assert not uncommented, f".env.example lists these without a comment line directly above: {uncommented}"
