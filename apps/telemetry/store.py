@@ -1,5 +1,6 @@
 """Writing canonical spans to telemetry_span: COPY into a temporary table, then one
-INSERT ... ON CONFLICT DO NOTHING, so a batch is all-or-nothing and a re-sent span is a no-op.
+INSERT ... ON CONFLICT DO NOTHING, so a batch is all-or-nothing and a re-sent span is a no-op
+(and notes no hour for re-rollup).
 """
 
 from __future__ import annotations
@@ -165,8 +166,19 @@ def insert_spans(project_id: int, spans: Sequence[CanonicalSpan]) -> int:
             copy.set_types(_TYPES)
             for span in spans:
                 copy.write_row(_row(project_id, span))
+        # The hours that gained spans get a rollup note in the same transaction: the note is
+        # visible exactly when the spans are (apps/rollups/models.py, DirtyHour).
         cur.execute(
-            f"INSERT INTO telemetry_span ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM span_incoming "
-            "ON CONFLICT DO NOTHING"
+            f"""
+            WITH inserted AS (
+                INSERT INTO telemetry_span ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM span_incoming
+                ON CONFLICT DO NOTHING
+                RETURNING project_id, start_time
+            ), noted AS (
+                INSERT INTO rollups_dirtyhour (project_id, hour, noted_at)
+                SELECT DISTINCT project_id, date_trunc('hour', start_time), now() FROM inserted
+            )
+            SELECT count(*) FROM inserted
+            """
         )
-        return cur.rowcount
+        return int(cur.fetchone()[0])
