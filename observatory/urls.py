@@ -6,6 +6,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("api/v1/", include("apps.api.urls")),
     path("", include("apps.telemetry.urls")),
     path("", include("apps.dashboard.urls")),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,37 @@ def price_catalog(transactional_db: None) -> None:
 
     call_command("load_prices", stdout=io.StringIO())
     PriceBook.forget()
+
+
+# The base set of users (STYLE.md): an owner who sees everything, a teammate who sees every
+# tenant without being staff, and an outsider who must see nothing but tenant "globex".
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def owner(db: None) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("owner", "owner@example.com", PASSWORD, is_staff=True)
+
+
+@pytest.fixture
+def teammate(db: None) -> Any:
+    from django.contrib.auth import get_user_model
+
+    from apps.accounts.models import TenantAccess
+
+    user = get_user_model().objects.create_user("teammate", "teammate@example.com", PASSWORD)
+    TenantAccess.objects.create(user=user, all_tenants=True)
+    return user
+
+
+@pytest.fixture
+def outsider(db: None) -> Any:
+    from django.contrib.auth import get_user_model
+
+    from apps.accounts.models import TenantAccess
+
+    user = get_user_model().objects.create_user("outsider", "outsider@example.com", PASSWORD)
+    TenantAccess.objects.create(user=user, tenants=["globex"])
+    return user

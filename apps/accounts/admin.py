@@ -3,9 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
-from apps.accounts.models import IngestKey, Project
+from apps.accounts.models import IngestKey, Project, ReadKey, TenantAccess
 
 
 class IngestKeyInline(admin.TabularInline):
@@ -33,3 +35,52 @@ class IngestKeyAdmin(admin.ModelAdmin):
             plaintext = obj.set_new_secret()
             messages.warning(request, f"New ingest key (shown once, copy it now): {plaintext}")
         super().save_model(request, obj, form, change)
+
+
+@admin.register(ReadKey)
+class ReadKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "prefix", "created_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix", "user__username")
+    fields = ("user", "name", "prefix", "created_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at")
+    autocomplete_fields = ("user",)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            plaintext = obj.set_new_secret()
+            messages.warning(request, f"New read key (shown once, copy it now): {plaintext}")
+        super().save_model(request, obj, form, change)
+
+
+class TenantAccessInline(admin.StackedInline):
+    model = TenantAccess
+    can_delete = True
+    verbose_name_plural = "tenant access (without it, a non-staff user sees nothing)"
+    fields = ("all_tenants", "tenants")
+
+
+class ReadKeyInline(admin.TabularInline):
+    """The user's read keys, to revoke; new ones are made on the read key page, which shows
+    the secret once."""
+
+    model = ReadKey
+    extra = 0
+    fields = ("name", "prefix", "created_at", "revoked_at")
+    readonly_fields = ("name", "prefix", "created_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+User = get_user_model()
+
+
+# The stock user admin, with the user's tenant access and read keys on the same page.
+# django.contrib.auth registers its UserAdmin first (it comes first in INSTALLED_APPS).
+class ObservatoryUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, TenantAccessInline, ReadKeyInline]
+
+
+admin.site.unregister(User)
+admin.site.register(User, ObservatoryUserAdmin)

@@ -1,12 +1,19 @@
-"""Projects own telemetry; ingest keys let an app send it. Keys are stored hashed."""
+"""Projects own telemetry; ingest keys let an app send it. Users see the tenants their
+TenantAccess grants, and read the API with read keys. Keys are stored hashed."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import TYPE_CHECKING
 
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 KEY_PREFIX = "obs_"
 
@@ -63,3 +70,89 @@ class IngestKey(models.Model):
         if not plaintext or len(plaintext) > 200:
             return None
         return cls.objects.active().select_related("project").filter(key_hash=hash_key(plaintext)).first()
+
+
+# Read keys are told apart from ingest keys at a glance (and in leaked-secret scanners).
+READ_KEY_PREFIX = "obsr_"
+
+
+class TenantAccess(models.Model):
+    """Which tenants a (non-staff) user may see: every figure they get, on pages, in the API,
+    in CSV exports and in emails, is limited to these tenants, totals included.
+
+    Deny by default: a non-staff user without a TenantAccess row sees nothing. Staff see
+    everything and need no row. `all_tenants` also shows unattributed traffic (tenant "");
+    a list of tenants never does. `scope_for` (apps/accounts/access.py) is the one reading
+    of this model.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tenant_access")
+    all_tenants = models.BooleanField(
+        default=False, help_text="See every tenant, unattributed traffic included. Overrides the list below."
+    )
+    tenants = ArrayField(
+        models.CharField(max_length=200),
+        default=list,
+        blank=True,
+        help_text="Tenant ids exactly as the telemetry sends them (tenant.id), comma-separated.",
+    )
+
+    class Meta:
+        verbose_name = "tenant access"
+        verbose_name_plural = "tenant access"
+
+    def __str__(self) -> str:
+        return f"{self.user}: {'all tenants' if self.all_tenants else ', '.join(self.tenants) or 'no tenants'}"
+
+    def clean(self) -> None:
+        # One entry per tenant, in a stable order; blanks (the unattributed tenant, which only
+        # all_tenants shows) are dropped here and ignored by scope_for.
+        self.tenants = sorted({tenant.strip() for tenant in self.tenants if tenant.strip()})
+
+
+class ReadKeyQuerySet(models.QuerySet["ReadKey"]):
+    def active(self) -> ReadKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ReadKey(models.Model):
+    """A key for the read-only JSON API. It acts as its user, with that user's tenant scope,
+    so revoking the user's access (or deactivating the user) also stops the key."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_keys")
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ReadKeyQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.user} / {self.name} ({self.prefix}…)"
+
+    def set_new_secret(self) -> str:
+        """Give this key a fresh secret and return its plaintext, which is shown once and never stored."""
+        plaintext = READ_KEY_PREFIX + secrets.token_urlsafe(32)
+        self.prefix = plaintext[:12]
+        self.key_hash = hash_key(plaintext)
+        return plaintext
+
+    @classmethod
+    def issue(cls, user: User, name: str) -> tuple[ReadKey, str]:
+        key = cls(user=user, name=name)
+        plaintext = key.set_new_secret()
+        key.save()
+        return key, plaintext
+
+    @classmethod
+    def authenticate(cls, plaintext: str) -> ReadKey | None:
+        """The active key with this secret, of an active user; None otherwise."""
+        if not plaintext or len(plaintext) > 200:
+            return None
+        return (
+            cls.objects.active()
+            .select_related("user")
+            .filter(key_hash=hash_key(plaintext), user__is_active=True)
+            .first()
+        )

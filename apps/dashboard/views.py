@@ -1,95 +1,83 @@
-"""Dashboard pages. The overview here is the first cut; the full pages read the metrics
-query layer (rollups issue) rather than raw spans."""
+"""Dashboard pages. Thin: parameters from the URL, numbers from panels (the query layer)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import csv
 from pathlib import Path
 from typing import Any
 
 import plotly
-import plotly.graph_objects as go
 from django.contrib.auth.decorators import login_required
-from django.db import connection
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
+from django.utils.text import slugify
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
+from apps.accounts.access import scope_for
 from apps.accounts.models import IngestKey
-
-RANGE_DAYS = 7
-
-# LLM spans in range with the feature of their trace: the span's own, else the first one
-# tagged in its trace, else its service name. vLLM server spans (kind 2) are the same calls
-# as the client spans that caused them, so they are not counted twice.
-OVERVIEW_SQL = """
-WITH llm AS (
-    SELECT trace_id, start_time, cost_usd, feature, service_name, status_code, input_tokens
-    FROM telemetry_span
-    WHERE is_llm AND kind <> 2 AND start_time >= %(since)s
-),
-trace_feature AS (
-    SELECT DISTINCT ON (trace_id) trace_id, feature
-    FROM telemetry_span
-    WHERE start_time >= %(since)s - interval '1 hour' AND feature IS NOT NULL
-      AND trace_id IN (SELECT trace_id FROM llm)
-    ORDER BY trace_id, start_time
-)
-SELECT date_trunc('day', llm.start_time) AS day,
-       coalesce(llm.feature, trace_feature.feature, llm.service_name, '(none)') AS feature,
-       count(*) AS requests,
-       count(*) FILTER (WHERE llm.status_code = 2) AS errors,
-       sum(llm.cost_usd) AS cost,
-       count(*) FILTER (WHERE llm.cost_usd IS NULL) AS unpriced
-FROM llm LEFT JOIN trace_feature USING (trace_id)
-GROUP BY 1, 2
-ORDER BY 1, 2
-"""
+from apps.dashboard import panels
+from apps.dashboard.params import BadParameter, filter_bar_context, parse_params
 
 
-def _overview_rows(since: Any) -> list[dict[str, Any]]:
-    with connection.cursor() as cur:
-        cur.execute(OVERVIEW_SQL, {"since": since})
-        columns = [c.name for c in cur.description]
-        return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+def table_csv(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...], filename: str) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{slugify(filename)}.csv"'
+    writer = csv.writer(response)
+    writer.writerow([label for _, label in columns])
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(key)) for key, _ in columns])
+    return response
 
 
-def _cost_figure(rows: list[dict[str, Any]]) -> str:
-    features = sorted({row["feature"] for row in rows})
-    figure = go.Figure()
-    for feature in features:
-        mine = [row for row in rows if row["feature"] == feature]
-        figure.add_bar(name=feature, x=[row["day"] for row in mine], y=[float(row["cost"] or 0) for row in mine])
-    figure.update_layout(
-        barmode="stack", height=320, margin={"l": 50, "r": 10, "t": 10, "b": 40},
-        yaxis_title="USD per day", legend={"orientation": "h", "y": -0.2},
-        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font={"color": "#8a94a3"},
-    )  # fmt: skip
-    return figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+def _csv_cell(value: Any) -> Any:
+    # Tenant and feature names come from telemetry: never let a spreadsheet run one as a formula.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def empty_state_context(request: HttpRequest) -> dict[str, Any]:
+    return {
+        "has_keys": IngestKey.objects.active().exists(),
+        "otlp_endpoint": request.build_absolute_uri("/").rstrip("/"),
+    }
 
 
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    now = timezone.now()
-    since = now - timedelta(days=RANGE_DAYS)
-    rows = _overview_rows(since)
-    requests = sum(row["requests"] for row in rows)
-    context = {
-        "since": since,
-        "now": now,
-        "range_days": RANGE_DAYS,
-        "requests": requests,
-        "errors": sum(row["errors"] for row in rows),
-        "cost": sum((row["cost"] or 0) for row in rows),
-        "unpriced": sum(row["unpriced"] for row in rows),
-        "error_rate": (sum(row["errors"] for row in rows) / requests) if requests else None,
-        "cost_figure": _cost_figure(rows) if rows else None,
-        "has_keys": IngestKey.objects.active().exists(),
-        "otlp_endpoint": request.build_absolute_uri("/").rstrip("/"),
-    }
+    try:
+        params = parse_params(request.GET)
+    except BadParameter as exc:
+        return render(request, "dashboard/overview.html", {"error": str(exc)}, status=400)
+    scope = scope_for(request.user)
+    csv_table = request.GET.get("csv")
+    if csv_table in ("features", "tenants"):
+        rows = panels.top_by_cost(params, scope, csv_table[:-1])
+        return table_csv(rows, panels.TABLE_COLUMNS, f"observatory top {csv_table} {params.describe_range()}")
+    head = panels.headline(params, scope)
+    context: dict[str, Any] = {**filter_bar_context(params), **empty_state_context(request), "head": head}
+    if head.has_data:
+        context.update(
+            charts=[
+                panels.cost_by(params, scope, "feature"),
+                panels.traffic_over_time(params, scope),
+                panels.percentiles_over_time(params, scope, "e2e_ms", "Latency percentiles"),
+                panels.percentiles_over_time(params, scope, "ttft_ms", "Time to first token percentiles"),
+                panels.caching_over_time(params, scope),
+            ],
+            top_features=_with_filter_links(params, panels.top_by_cost(params, scope, "feature"), "feature"),
+            top_tenants=_with_filter_links(params, panels.top_by_cost(params, scope, "tenant"), "tenant"),
+            csv_features=params.querystring(csv="features"),
+            csv_tenants=params.querystring(csv="tenants"),
+        )
     return render(request, "dashboard/overview.html", context)
+
+
+def _with_filter_links(params: Any, rows: list[dict[str, Any]], dimension: str) -> list[dict[str, Any]]:
+    for row in rows:
+        row["filter_qs"] = params.with_filter(dimension, row[dimension]).querystring()
+    return rows
 
 
 _PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"

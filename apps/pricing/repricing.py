@@ -96,6 +96,19 @@ WHERE s.is_llm
   AND (s.price_id IS DISTINCT FROM ({_NEW_PRICE_ID}) OR s.cost_usd IS DISTINCT FROM ({_NEW_COST}))
 """
 
+# The hours whose spans changed get a rollup note in the same transaction, as ingest does
+# (apps/rollups/models.py, DirtyHour): the rollups re-read those hours once this commits.
+_REPRICE_DAY_AND_NOTE = f"""
+WITH repriced AS (
+{_REPRICE_DAY}
+RETURNING s.project_id, s.start_time
+), noted AS (
+    INSERT INTO rollups_dirtyhour (project_id, hour, noted_at)
+    SELECT DISTINCT project_id, date_trunc('hour', start_time, 'UTC'), now() FROM repriced
+)
+SELECT count(*) FROM repriced
+"""
+
 
 def day_chunks(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
     """[start, end) cut at UTC midnights: one piece per day partition of telemetry_span."""
@@ -157,8 +170,8 @@ def _reprice_day(book: PriceBook, start: datetime, end: datetime, provider: str 
                 copy.write_row(row)
         # A temp table has no statistics: without them the planner guesses its size badly.
         cur.execute("ANALYZE pricing_reprice_segment")
-        cur.execute(_REPRICE_DAY, {"start": start, "end": end})
-        return cur.rowcount
+        cur.execute(_REPRICE_DAY_AND_NOTE, {"start": start, "end": end})
+        return int(cur.fetchone()[0])
 
 
 def reprice_range(

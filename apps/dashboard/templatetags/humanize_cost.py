@@ -22,3 +22,17 @@ def usd(value: Decimal | float | None) -> str:
 @register.filter
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+@register.filter
+def signed_percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f}%"
+
+
+@register.filter
+def ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if value >= 10_000:
+        return f"{value / 1000:.1f} s"
+    return f"{value:,.0f} ms"

@@ -1,0 +1,36 @@
+"""manage.py rollup --since ISO [--until ISO] [--project ID ...]: rebuild hourly rollups."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from apps.pricing.catalog import parse_moment
+from apps.rollups.runner import rollup_range
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise CommandError(f"Not an ISO date or date-time: {text!r}") from exc
+
+
+class Command(BaseCommand):
+    help = "Rebuild the hourly rollups of every hour that overlaps [--since, --until) from the raw spans."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--since", required=True, help="start (inclusive), ISO date or date-time; UTC if no zone")
+        parser.add_argument("--until", help="end (exclusive), ISO date or date-time; UTC if no zone (default: now)")
+        parser.add_argument("--project", type=int, action="append", help="only this project id (repeatable)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        since = _moment(options["since"])
+        until = _moment(options["until"]) if options["until"] else timezone.now()
+        if until <= since:
+            raise CommandError("--until must be after --since")
+        written = rollup_range(since, until, project_ids=options["project"])
+        self.stdout.write(f"Rolled up {since.isoformat()} to {until.isoformat()}: {written} rows.")

@@ -1,0 +1,180 @@
+"""Recomputing RollupHour rows from raw spans: the noted hours, or every hour of a range.
+
+The protocol (models.DirtyHour): ingest and re-pricing write a note (project, hour) in the
+same transaction as the spans they change. rollup_pending() takes the oldest noted hours; for
+each one, in one transaction, it takes a transaction-level advisory lock on (project, hour)
+(skipping an hour another worker holds), reads the ids of that hour's notes, replaces the
+hour's RollupHour rows with rows computed from the spans, and deletes exactly the note ids it
+read. A recompute is idempotent, so running it twice, or after a worker was killed half way
+(its transaction rolled back, its notes still there), changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from django.db import connection, transaction
+
+from apps.rollups.compute import ROLLUP_COLUMNS, rollup_params, rollup_rows_sql
+
+log = logging.getLogger(__name__)
+
+HOUR = timedelta(hours=1)
+# rollup_range works a day at a time: one statement, one transaction and one set of locks
+# per day keeps each bounded while it reads each span (and its trace) about once.
+RANGE_CHUNK = timedelta(days=1)
+# The rollup query sorts and hashes a few thousand to a few hundred thousand rows; the
+# default 4MB would spill them to temporary files.
+WORK_MEM = "64MB"
+
+_COLUMN_LIST = ", ".join(ROLLUP_COLUMNS)
+_INSERT = f"INSERT INTO rollups_rolluphour ({_COLUMN_LIST})\n{{select}}"
+_DELETE_HOURS = """
+DELETE FROM rollups_rolluphour
+WHERE project_id = ANY(%(project_ids)s::bigint[]) AND bucket >= %(start)s AND bucket < %(end)s
+"""
+
+# One lock per (project, hour), shared by every recompute path, in the one-bigint key space
+# of pg_advisory_xact_lock. The key is a hash: two hours that collide only wait for (or skip)
+# each other, which is safe.
+_LOCK_KEY = "hashtextextended('rollups.hour:' || %(project_id)s::text || ':' || %(hour)s::text, 0)"
+
+
+def floor_hour(moment: datetime) -> datetime:
+    moment = moment.astimezone(UTC)
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_key(hour: datetime) -> str:
+    """The hour as text in the lock key: the same string whatever the caller's time zone."""
+    return floor_hour(hour).strftime("%Y-%m-%dT%H")
+
+
+def _prepare(cur) -> None:  # type: ignore[no-untyped-def]
+    # SET LOCAL: for this transaction only, so a pooled connection keeps its settings.
+    cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    # The statement is complex but short: compiling it costs more than it saves.
+    cur.execute("SET LOCAL jit = off")
+
+
+def _replace_rows(cur, project_ids: Sequence[int], start: datetime, end: datetime) -> int:  # type: ignore[no-untyped-def]
+    """Replace the RollupHour rows of whole hours [start, end) with rows computed from spans."""
+    params = rollup_params(project_ids, start, end)
+    cur.execute(_DELETE_HOURS, params)
+    cur.execute(_INSERT.format(select=rollup_rows_sql()), params)
+    return int(cur.rowcount)
+
+
+def _recompute_hour(project_id: int, hour: datetime, *, wait: bool) -> bool:
+    """Recompute one noted hour under its lock; False when another worker holds the lock
+    (wait=False) or nobody noted it any more."""
+    hour = floor_hour(hour)
+    with transaction.atomic(), connection.cursor() as cur:
+        lock = {"project_id": project_id, "hour": _hour_key(hour)}
+        if wait:
+            cur.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})", lock)
+        else:
+            cur.execute(f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY})", lock)
+            if not cur.fetchone()[0]:
+                return False
+        # The notes are read under the lock, before the recompute reads spans. Under READ
+        # COMMITTED each statement sees what had committed when it began, so every note read
+        # here is older than the INSERT ... SELECT below, and so are the spans it announced.
+        cur.execute("SELECT id FROM rollups_dirtyhour WHERE project_id = %s AND hour = %s", [project_id, hour])
+        note_ids = [row[0] for row in cur.fetchall()]
+        if not note_ids and not wait:
+            return False  # another worker recomputed the hour since our batch was read
+        _prepare(cur)
+        _replace_rows(cur, [project_id], hour, hour + HOUR)
+        # Exactly the notes read above, never `id <= max(id)`: ids come from a sequence when a
+        # note is inserted, but transactions commit in another order. A batch of spans whose
+        # transaction took a smaller id and committed after the read above (so its spans were
+        # not in the recompute) must keep its note, or those spans would never be rolled up.
+        if note_ids:
+            cur.execute("DELETE FROM rollups_dirtyhour WHERE id = ANY(%s::bigint[])", [note_ids])
+    return True
+
+
+def recompute_hours(project_id: int, hours: Iterable[datetime]) -> int:
+    """Recompute the given hours of a project now, waiting for any worker that holds one;
+    consumes their notes. Returns the number of hours recomputed."""
+    done = 0
+    for hour in sorted({floor_hour(hour) for hour in hours}):
+        done += _recompute_hour(project_id, hour, wait=True)
+    return done
+
+
+def pending_hours(limit: int) -> list[tuple[int, datetime]]:
+    """The oldest noted (project, hour) pairs (dirty_hour_read serves the ORDER BY)."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT project_id, hour FROM rollups_dirtyhour GROUP BY hour, project_id ORDER BY hour, project_id "
+            "LIMIT %s",
+            [limit],
+        )
+        return [(project_id, hour) for project_id, hour in cur.fetchall()]
+
+
+def rollup_pending(limit: int = 100) -> int:
+    """Recompute up to `limit` noted hours, oldest first, skipping those another worker
+    holds. Returns how many hours were recomputed (0: nothing left that is free)."""
+    done = 0
+    for project_id, hour in pending_hours(limit):
+        if _recompute_hour(project_id, hour, wait=False):
+            done += 1
+    return done
+
+
+def _project_ids() -> list[int]:
+    from apps.accounts.models import Project
+
+    return list(Project.objects.order_by("pk").values_list("pk", flat=True))
+
+
+def rollup_range(start: datetime, end: datetime, project_ids: Sequence[int] | None = None) -> int:
+    """(Re)build every hour that overlaps [start, end) for `project_ids` (default: every
+    project), a day per transaction; consumes the notes of those hours. Returns the number
+    of RollupHour rows written."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("rollup_range needs aware datetimes")
+    if project_ids is None:
+        project_ids = _project_ids()
+    project_ids = sorted(set(project_ids))
+    first = floor_hour(start)
+    last = floor_hour(end - timedelta(microseconds=1)) + HOUR if end > start else first
+    written = 0
+    chunk_start = first
+    while chunk_start < last:
+        chunk_end = min(chunk_start + RANGE_CHUNK, last)
+        written += _rollup_chunk(project_ids, chunk_start, chunk_end)
+        chunk_start = chunk_end
+    return written
+
+
+def _rollup_chunk(project_ids: list[int], start: datetime, end: datetime) -> int:
+    hours = []
+    hour = start
+    while hour < end:
+        hours.append(hour)
+        hour += HOUR
+    with transaction.atomic(), connection.cursor() as cur:
+        # Every (project, hour) lock of the chunk, in one order (projects, then hours), so
+        # two range rebuilds never deadlock; a rollup_pending worker only ever tries locks.
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('rollups.hour:' || p::text || ':' || h, 0)) "
+            "FROM unnest(%s::bigint[]) AS p CROSS JOIN unnest(%s::text[]) AS h ORDER BY p, h",
+            [project_ids, [_hour_key(hour) for hour in hours]],
+        )
+        cur.execute(
+            "SELECT id FROM rollups_dirtyhour WHERE project_id = ANY(%s::bigint[]) AND hour >= %s AND hour < %s",
+            [project_ids, start, end],
+        )
+        note_ids = [row[0] for row in cur.fetchall()]
+        _prepare(cur)
+        written = _replace_rows(cur, project_ids, start, end)
+        if note_ids:
+            cur.execute("DELETE FROM rollups_dirtyhour WHERE id = ANY(%s::bigint[])", [note_ids])
+    log.info("rolled up %s to %s: %s rows", start, end, written)
+    return written

@@ -1,0 +1,43 @@
+"""Celery tasks of the rollups (queue `rollups`; the schedule is in observatory/celery.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import shared_task
+from django.db import OperationalError
+
+from apps.rollups import runner
+
+log = logging.getLogger(__name__)
+
+# A sweep stops taking new batches after this long, well inside the soft time limit, so one
+# trigger never overlaps the next by much; whatever is left stays noted for the next one.
+SWEEP_BUDGET_SECONDS = 50.0
+SWEEP_BATCH_HOURS = 50
+
+
+@shared_task(
+    name="rollups.rollup_pending",
+    # Only a lost or refused database connection (a restart, a failover) is worth retrying:
+    # the notes stay in place, so a retry, or the next trigger, finds the same work.
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def rollup_pending_task(budget_seconds: float = SWEEP_BUDGET_SECONDS) -> int:
+    """Recompute the noted hours, oldest first, batch after batch, until none is left that
+    no other worker holds or the time budget is spent. Returns the hours recomputed."""
+    deadline = time.monotonic() + budget_seconds
+    done = 0
+    while time.monotonic() < deadline:
+        batch = runner.rollup_pending(limit=SWEEP_BATCH_HOURS)
+        done += batch
+        if batch == 0:
+            break
+    if done:
+        log.info("recomputed %s noted hours", done)
+    return done

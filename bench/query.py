@@ -1,0 +1,190 @@
+"""The 30-day overview through the metrics query layer: milliseconds for the whole set, warm.
+
+    python3 run.py bench query [--spans N]   # or .venv/bin/python bench/query.py with DATABASE_URL set
+
+On a fresh database (observatory_bench_query), loads N spans of realistic traces (default
+10,000,000) over the 30 days up to "now", and N / 10 over the 30 days before (the previous
+period the overview compares with), with COPY (bench/_spans.py), and rolls every hour up
+with rollup_range. "Now" is travelled to 45 minutes into the last hour of data, so the
+current hour is open and read from raw spans.
+
+The overview is what the overview page shows for "the last 30 days", all through run_query:
+
+- cost, requests, p50/p95/p99 latency and p50/p95/p99 TTFT by day;
+- the top 10 features and the top 10 tenants by cost, with the change against the
+  previous 30 days.
+
+The window is the 30 days up to now from the top of an hour (the page's day buckets do not
+show minutes), so its only raw piece is the open hour; the figure for a window starting at
+an arbitrary minute (one more raw piece per query) is printed beside it. The set runs once
+to warm up and then 5 times; the median is reported.
+
+The last line is `overview_ms=<number>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import urllib.parse
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+
+DATABASE = "observatory_bench_query"
+DAYS = 30
+RUNS = 5
+
+
+def prepare_database(base_url: str, reuse: bool) -> tuple[str, bool]:
+    """The bench database's URL, and whether it was created afresh."""
+    bench_url = urllib.parse.urlsplit(base_url)._replace(path=f"/{DATABASE}").geturl()
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone()
+        if reuse and exists:
+            return bench_url, False
+        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DATABASE}")
+    return bench_url, True
+
+
+def overview(start: datetime, end: datetime) -> dict[str, Any]:
+    """The overview page's figures for [start, end), compared with the period before."""
+    from apps.metrics.query import Query, Scope, run_query
+
+    scope = Scope.everything()
+    previous = (start - (end - start), start)
+    daily = run_query(
+        Query(
+            ("cost_usd", "requests", "e2e_ms_p50", "e2e_ms_p95", "e2e_ms_p99", "ttft_ms_p50", "ttft_ms_p95",
+             "ttft_ms_p99"),
+            start, end, granularity="day",
+        ),
+        scope,
+    )  # fmt: skip
+    tops = {}
+    for dim in ("feature", "tenant"):
+        now = run_query(Query(("cost_usd",), start, end, group_by=(dim,)), scope)
+        before = run_query(Query(("cost_usd",), *previous, group_by=(dim,)), scope)
+        before_cost = {row[dim]: row["cost_usd"] for row in before.rows}
+        top = sorted(now.rows, key=lambda row: row["cost_usd"], reverse=True)[:10]
+        tops[dim] = [
+            {
+                dim: row[dim],
+                "cost_usd": row["cost_usd"],
+                "change": (row["cost_usd"] / before_cost[row[dim]] - 1) if before_cost.get(row[dim]) else None,
+            }
+            for row in top
+        ]
+    return {"daily": daily, "tops": tops}
+
+
+def timed(start: datetime, end: datetime) -> tuple[float, dict[str, Any]]:
+    overview(start, end)  # warm: connections, caches, the compute SQL text
+    times = []
+    result: dict[str, Any] = {}
+    for _ in range(RUNS):
+        began = time.perf_counter()
+        result = overview(start, end)
+        times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=10_000_000)
+    parser.add_argument("--previous-spans", type=int, default=None, help="spans in the 30 days before (N / 10)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--reuse", action="store_true", help="keep the loaded, rolled-up bench database of a last run")
+    args = parser.parse_args()
+
+    base_url = os.environ.get("DATABASE_URL")
+    if not base_url:
+        from observatory import embedded
+
+        base_url = embedded.postgres_url()
+    # Settings read DATABASE_URL once, at django.setup(): point it at the bench database first.
+    bench_url, fresh = prepare_database(base_url, args.reuse)
+    os.environ["DATABASE_URL"] = bench_url
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "observatory.settings")
+
+    import django
+
+    django.setup()
+
+    import time_machine
+    from django.core.management import call_command
+    from django.db import connection
+
+    from apps.accounts.models import Project
+    from apps.rollups import runner
+    from bench._spans import DEFAULT_START, load_spans
+
+    data_start, data_end = DEFAULT_START, DEFAULT_START + timedelta(days=DAYS)
+    previous_start = data_start - timedelta(days=DAYS)
+    if fresh:
+        call_command("migrate", verbosity=0)
+        project = Project.objects.create(name="bench")
+        connection.ensure_connection()
+        began = time.perf_counter()
+        loaded = load_spans(connection.connection, args.spans, DAYS, args.seed, project_ids=(project.pk,),
+                            start=data_start)  # fmt: skip
+        earlier = load_spans(
+            connection.connection, args.previous_spans or args.spans // 10, DAYS, args.seed + 1,
+            project_ids=(project.pk,), start=previous_start,
+        )  # fmt: skip
+        load_s = time.perf_counter() - began
+        print(f"loaded {loaded.spans:,} spans over {DAYS} days and {earlier.spans:,} over the {DAYS} before "
+              f"in {load_s:.1f} s")  # fmt: skip
+
+        began = time.perf_counter()
+        rows = runner.rollup_range(previous_start, data_end)
+        rollup_s = time.perf_counter() - began
+        with connection.cursor() as cur:
+            cur.execute("VACUUM ANALYZE rollups_rolluphour")
+            cur.execute("SELECT count(*) FROM rollups_dirtyhour")
+            noted = cur.fetchone()[0]
+        print(f"rolled up {2 * DAYS * 24} hours into {rows:,} rows in {rollup_s:.1f} s ({noted} hours noted)")
+    else:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM telemetry_span WHERE start_time >= %s", [data_start])
+            print(f"reusing {DATABASE}: {cur.fetchone()[0]:,} spans over the {DAYS} days")
+
+    # 45 minutes into the last hour of data: that hour is open and comes from raw spans.
+    now = data_end - timedelta(minutes=15)
+    with time_machine.travel(now, tick=True):
+        aligned_start = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
+        overview_ms, result = timed(aligned_start, now)
+        unaligned_ms, _ = timed(now - timedelta(days=DAYS), now)
+
+    daily = result["daily"]
+    assert daily.plan is not None
+    print(f"window [{aligned_start:%Y-%m-%d %H:%M}, {now:%Y-%m-%d %H:%M}); grouping {daily.plan.grouping}; "
+          f"raw pieces {[(p.start.strftime('%H:%M'), p.end.strftime('%H:%M')) for p in daily.plan.raw]}")  # fmt: skip
+    busiest = max(daily.rows, key=lambda row: row["requests"])
+    print(f"busiest day {busiest['time']:%Y-%m-%d}: {busiest['requests']:,} requests, ${busiest['cost_usd']:.2f}, "
+          f"e2e p50/p95/p99 {busiest['e2e_ms_p50']:.0f}/{busiest['e2e_ms_p95']:.0f}/{busiest['e2e_ms_p99']:.0f} ms "
+          f"({busiest['e2e_ms_p99_samples']:,} samples)")  # fmt: skip
+    for dim, top in result["tops"].items():
+        listed = ", ".join(
+            f"{row[dim] or '(unattributed)'} ${row['cost_usd']:.0f}"
+            + (f" ({row['change']:+.0%})" if row["change"] is not None else "")
+            for row in top[:3]
+        )
+        print(f"top {dim}s: {listed}, ...")
+    print(f"machine: {os.cpu_count()} cores")
+    print(f"overview, window from any minute (two raw pieces a query): {unaligned_ms:.0f} ms")
+    print(f"overview_ms={overview_ms:.0f}")
+
+
+if __name__ == "__main__":
+    main()

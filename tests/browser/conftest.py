@@ -1,0 +1,126 @@
+"""Browser tests: Playwright driving Debian's Chromium (headless) against a live server
+loaded with simulated traffic.
+
+The browser is the system's /usr/bin/chromium (`run.py test` installs Debian's package
+when it is missing); Playwright never downloads one. Every page a test opens is watched:
+a console error, a failed request or an HTTP error response fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CHROMIUM = os.environ.get("OBSERVATORY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # This machine's network is closed: without these Chromium keeps trying Google's hosts.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "browser-test-pw-1"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: `python3 run.py test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def demo_site(django_db_setup: None, django_db_blocker: Any, live_server: Any) -> Iterator[dict[str, Any]]:
+    """Two days of simulated traffic sent through OTLP to the live server, rolled up, plus
+    three users: a staff owner, a teammate who sees every tenant, and an outsider limited
+    to the tenant "globex"."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    from apps.accounts.models import IngestKey, Project, TenantAccess
+    from apps.pricing.services import PriceBook
+    from apps.rollups.runner import rollup_pending
+    from collectors.simulator import simulate
+
+    with django_db_blocker.unblock():
+        call_command("load_prices", verbosity=0)
+        PriceBook.forget()
+        _, key = IngestKey.issue(Project.objects.create(name="browser-demo"), "browser")
+        owner = User.objects.create_user("owner", password=PASSWORD, is_staff=True, is_superuser=True)
+        outsider = User.objects.create_user("outsider", password=PASSWORD)
+        TenantAccess.objects.create(user=outsider, tenants=["globex"])
+        teammate = User.objects.create_user("teammate", password=PASSWORD)
+        TenantAccess.objects.create(user=teammate, all_tenants=True)
+        end = timezone.now()
+        summary = simulate(
+            endpoint=live_server.url, key=key, start=end - timedelta(days=2), end=end, requests=1500, seed=11
+        )
+        while rollup_pending():
+            pass
+        yield {"url": live_server.url, "summary": summary, "users": {"owner": owner, "outsider": outsider}}
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("TRUNCATE telemetry_span")
+        call_command("flush", interactive=False, verbosity=0)
+        # Tests that run later expect the catalog that migrate loaded.
+        call_command("load_prices", verbosity=0)
+        PriceBook.forget()
+
+
+class PageWatch:
+    """Collects what would make a page broken in a person's browser."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def attach(self, page: Any) -> None:
+        page.on("console", lambda msg: msg.type == "error" and self.problems.append(f"console: {msg.text}"))
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on("requestfailed", lambda req: self.problems.append(f"request failed: {req.url} {req.failure}"))
+        page.on(
+            "response",
+            lambda resp: resp.status >= 400 and self.problems.append(f"HTTP {resp.status}: {resp.url}"),
+        )
+
+
+@pytest.fixture
+def watched_page(browser: Any) -> Iterator[tuple[Any, PageWatch]]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    watch = PageWatch()
+    watch.attach(page)
+    yield page, watch
+    context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+def login(page: Any, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/")
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,219 @@
+"""The query layer on hand-made rollup rows: metric names, grouping-set choice, merging,
+ratios, scope, granularity. The raw-span paths are in test_edges.py and test_accuracy.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pytest
+import time_machine
+
+from apps.accounts.models import Project
+from apps.metrics.catalog import METRICS, metric_spec, percentile_from_digits
+from apps.metrics.plan import choose_grouping, dims_of
+from apps.metrics.query import Filters, Query, Scope, dimension_values, run_query
+from apps.rollups.models import ALL_DIMS, DIM_BITS, RollupHour, mask
+from apps.rollups.sketch import bucket_index, bucket_value, merge, quantiles
+from tests.metrics.traffic import at
+
+DAY = at("2026-02-02T00:00:00")  # a Monday
+LATER = at("2026-02-20T10:30:00")  # "now": every hour of DAY is closed
+EVERYTHING = Scope.everything()
+NO_FILTERS = Filters()
+
+
+def sketch(values: list[float]) -> tuple[list[int], list[int]]:
+    indexes, counts = merge([([bucket_index(v) for v in values], [1] * len(values))])
+    return indexes.tolist(), counts.tolist()
+
+
+def rollup(project: Project, hour: int, grouping: int, e2e: list[float] | None = None, **fields: Any) -> RollupHour:
+    e2e = e2e or []
+    idx, cnt = sketch(e2e)
+    values = {"requests": len(e2e), **fields}
+    return RollupHour.objects.create(
+        project=project, bucket=DAY + timedelta(hours=hour), grouping=grouping, e2e_ms_idx=idx, e2e_ms_cnt=cnt, **values
+    )
+
+
+@pytest.fixture
+def travelled() -> Any:
+    with time_machine.travel(LATER, tick=False) as traveller:
+        yield traveller
+
+
+def test_unknown_metric_is_a_value_error_listing_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown metric 'latency_p99'.*error_rate.*e2e_ms"):
+        Query(("requests", "latency_p99"), DAY, LATER)
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_spec("e2e_ms_p")
+    with pytest.raises(ValueError, match="dimension"):
+        Query(("requests",), DAY, LATER, group_by=("customer",))
+    with pytest.raises(ValueError, match="granularity"):
+        Query(("requests",), DAY, LATER, granularity="month")
+    with pytest.raises(ValueError, match="after start"):
+        Query(("requests",), LATER, DAY)
+
+
+def test_percentile_names_parse_generally() -> None:
+    assert percentile_from_digits("50") == 0.5
+    assert percentile_from_digits("5") == 0.05
+    assert percentile_from_digits("99") == 0.99
+    assert percentile_from_digits("999") == pytest.approx(0.999)
+    assert percentile_from_digits("9999") == pytest.approx(0.9999)
+    assert percentile_from_digits("995") == pytest.approx(0.995)
+    assert percentile_from_digits("100") == 1.0
+    spec = metric_spec("tpot_ms_p75")
+    assert (spec.kind, spec.distribution, spec.quantile, spec.unit) == ("quantile", "tpot_ms", 0.75, "ms")
+    assert metric_spec("output_tokens_p999").unit == "tokens"
+    for name in ("requests", "cost_unknown_requests", "tokens_per_second", "e2e_ms_p99", "queue_ms_samples"):
+        assert name in METRICS
+    assert METRICS["cost_per_successful_task"].kind == "ratio"
+    assert METRICS["cost_usd"].unit == "USD"
+
+
+def test_smallest_covering_grouping_set() -> None:
+    assert choose_grouping([]) == 0
+    assert choose_grouping(["tenant"]) == mask("tenant")
+    assert choose_grouping(["feature", "tenant"]) == mask("tenant", "feature")
+    assert choose_grouping(["model"]) == mask("provider", "model")
+    assert choose_grouping(["tenant", "provider"]) == mask("tenant", "provider", "model")
+    assert choose_grouping(["service"]) == ALL_DIMS
+    assert dims_of(mask("feature", "model", "provider")) == ("feature", "provider", "model")
+
+
+@pytest.mark.django_db
+def test_the_grouping_set_read_covers_group_by_filters_and_scope(travelled: Any) -> None:
+    project = Project.objects.create(name="p")
+    end = DAY + timedelta(days=1)
+
+    def read(scope: Scope = EVERYTHING, filters: Filters = NO_FILTERS, **kwargs: Any) -> int:
+        filters = replace(filters, projects=(project.pk,))
+        result = run_query(Query(("requests",), DAY, end, filters=filters, **kwargs), scope)
+        assert result.plan is not None
+        assert result.plan.raw == ()  # closed whole hours: rollups only
+        return result.plan.grouping
+
+    assert read() == 0
+    assert read(group_by=("feature",)) == mask("feature")
+    assert read(Scope(tenants=("acme",)), group_by=("feature",)) == mask("tenant", "feature")
+    assert read(Scope(tenants=("acme",))) == mask("tenant")
+    assert read(group_by=("model",)) == mask("provider", "model")
+    assert read(group_by=("feature",), filters=Filters(models=("gpt-4o",))) == mask("feature", "provider", "model")
+    assert read(group_by=("service",)) == ALL_DIMS
+
+
+@pytest.mark.django_db
+def test_sums_ratios_and_percentiles_merge_across_hours(travelled: Any) -> None:
+    project = Project.objects.create(name="p")
+    first = [120.0, 80.0, 95.5, 3000.0]
+    second = [101.0, 99.0, 15000.0]
+    rollup(project, 3, 0, first, errors=1, errors_by_type={"429": 1}, cost_usd=Decimal("0.0000000001"),
+           successful_tasks=2, input_tokens=1000, cache_read_tokens=250, generation_tokens=500,
+           generation_ms=2000.0)  # fmt: skip
+    rollup(project, 4, 0, second, errors=2, errors_by_type={"429": 1, "timeout": 1},
+           cost_usd=Decimal("1.2500000000"), successful_tasks=0, input_tokens=0, generation_tokens=100,
+           generation_ms=500.0)  # fmt: skip
+    rollup(project, 5, 0, [], semantic_cache_lookups=0)  # an hour with no calls
+    # Rows of other grouping sets must not be read twice.
+    rollup(project, 3, mask("tenant"), first, tenant="acme", cost_usd=Decimal(7))
+
+    metrics = ("requests", "errors", "successes", "error_rate", "errors_by_type", "cost_usd", "cost_per_1k_requests",
+               "cost_per_successful_task", "prompt_cache_hit_rate", "semantic_cache_hit_rate", "tokens_per_second",
+               "retry_rate", "e2e_ms_p50", "e2e_ms_p99", "e2e_ms_samples", "ttft_ms_p50")  # fmt: skip
+    result = run_query(Query(metrics, DAY, DAY + timedelta(days=1)), Scope.everything())
+    [row] = result.rows
+    assert row["time"] is None
+    assert (row["requests"], row["errors"], row["successes"]) == (7, 3, 4)
+    assert row["error_rate"] == pytest.approx(3 / 7)
+    assert row["errors_by_type"] == {"429": 2, "timeout": 1}
+    assert row["cost_usd"] == Decimal("1.2500000001") and isinstance(row["cost_usd"], Decimal)
+    assert row["cost_per_1k_requests"] == Decimal("1.2500000001") * 1000 / 7
+    assert row["cost_per_successful_task"] == Decimal("1.2500000001") / 2
+    assert row["prompt_cache_hit_rate"] == 0.25
+    assert row["semantic_cache_hit_rate"] is None  # no lookups: no rate, not 0
+    assert row["tokens_per_second"] == pytest.approx(600 / 2.5)
+    assert row["retry_rate"] == 0.0
+    idx, cnt = (np.asarray(a) for a in sketch(first + second))
+    assert row["e2e_ms_p50"] == quantiles(idx, cnt, [0.5])[0]
+    assert row["e2e_ms_p99"] == quantiles(idx, cnt, [0.99])[0]
+    assert row["e2e_ms_p50"] == pytest.approx(float(np.percentile(first + second, 50)), rel=0.01)
+    assert row["e2e_ms_p99"] == pytest.approx(float(np.percentile(first + second, 99)), rel=0.01)
+    assert row["e2e_ms_p50_samples"] == row["e2e_ms_p99_samples"] == row["e2e_ms_samples"] == 7
+    assert (row["ttft_ms_p50"], row["ttft_ms_p50_samples"]) == (None, 0)
+
+    hourly = run_query(Query(("requests", "e2e_ms_p50"), DAY, DAY + timedelta(hours=6), granularity="hour"),
+                       Scope.everything())  # fmt: skip
+    assert [row["requests"] for row in hourly.rows] == [0, 0, 0, 4, 3, 0]
+    assert [row["time"] for row in hourly.rows] == [DAY + timedelta(hours=h) for h in range(6)]
+    assert hourly.rows[0]["e2e_ms_p50"] is None
+    frame = hourly.to_frame()
+    assert list(frame.columns) == ["time", "requests", "e2e_ms_p50", "e2e_ms_p50_samples"]
+    assert str(frame["time"].dt.tz) == "UTC"
+
+
+@pytest.mark.django_db
+def test_day_and_week_buckets_are_utc_and_filled(travelled: Any) -> None:
+    project = Project.objects.create(name="p")
+    rollup(project, 23, 0, [10.0])
+    rollup(project, 24 + 5, 0, [10.0, 20.0], cost_usd=Decimal("0.5"))
+    days = run_query(Query(("requests", "cost_usd"), DAY - timedelta(days=1), DAY + timedelta(days=3),
+                           granularity="day"), Scope.everything())  # fmt: skip
+    assert [(row["time"], row["requests"], row["cost_usd"]) for row in days.rows] == [
+        (DAY - timedelta(days=1), 0, Decimal(0)),
+        (DAY, 1, Decimal(0)),
+        (DAY + timedelta(days=1), 2, Decimal("0.5")),
+        (DAY + timedelta(days=2), 0, Decimal(0)),
+    ]
+    weeks = run_query(Query(("requests",), DAY - timedelta(days=1), DAY + timedelta(days=3), granularity="week"),
+                      Scope.everything())  # fmt: skip
+    assert [(row["time"], row["requests"]) for row in weeks.rows] == [(DAY - timedelta(days=7), 0), (DAY, 3)]
+
+
+@pytest.mark.django_db
+def test_scope_limits_every_figure_and_never_shows_unattributed(travelled: Any) -> None:
+    project = Project.objects.create(name="p")
+    tenant = mask("tenant")
+    tenant_feature = mask("tenant", "feature")
+    rollup(project, 1, 0, [1.0] * 6, cost_usd=Decimal(6))
+    for name, calls in (("acme", 1), ("globex", 2), ("", 3)):
+        rollup(project, 1, tenant, [1.0] * calls, tenant=name, cost_usd=Decimal(calls))
+        rollup(project, 1, tenant_feature, [1.0] * calls, tenant=name, feature="chat", cost_usd=Decimal(calls))
+    end = DAY + timedelta(days=1)
+
+    def total(scope: Scope, filters: Filters = NO_FILTERS, **kwargs: Any) -> list[dict[str, Any]]:
+        return run_query(Query(("requests", "cost_usd", "e2e_ms_p50"), DAY, end, filters, **kwargs), scope).rows
+
+    assert total(Scope.everything())[0]["requests"] == 6
+    assert total(Scope.everything(), group_by=("tenant",))[0]["tenant"] == ""
+    assert total(Scope(tenants=("acme",)))[0]["requests"] == 1
+    assert total(Scope(tenants=("acme", "")))[0]["requests"] == 1
+    assert total(Scope(tenants=("acme", "globex")))[0]["cost_usd"] == Decimal(3)
+    assert [r["tenant"] for r in total(Scope(tenants=("acme", "", "globex")), group_by=("tenant",))] == [
+        "acme",
+        "globex",
+    ]
+    assert total(Scope(tenants=("acme",)), group_by=("feature",)) == [
+        {"time": None, "feature": "chat", "requests": 1, "cost_usd": Decimal(1),
+         "e2e_ms_p50": bucket_value(bucket_index(1.0)), "e2e_ms_p50_samples": 1}
+    ]  # fmt: skip
+    # Filters narrow the scope, never widen it.
+    assert total(Scope(tenants=("acme",)), Filters(tenants=("globex",)))[0]["requests"] == 0
+    assert total(Scope(tenants=("acme",)), Filters(tenants=("globex", "acme")))[0]["requests"] == 1
+    nothing = total(Scope(tenants=()))
+    assert nothing == [
+        {"time": None, "requests": 0, "cost_usd": Decimal(0), "e2e_ms_p50": None, "e2e_ms_p50_samples": 0}
+    ]
+    assert dimension_values("tenant", DAY, end, Scope(tenants=("acme", "", "globex"))) == ["acme", "globex"]
+    assert dimension_values("tenant", DAY, end, Scope.everything()) == ["", "acme", "globex"]
+    assert dimension_values("tenant", DAY, end, Scope(tenants=())) == []
+    with pytest.raises(ValueError):
+        dimension_values("customer", DAY, end, Scope.everything())
+
+
+def test_dimension_bits_are_the_rollup_ones() -> None:
+    assert set(DIM_BITS) == {"tenant", "feature", "provider", "model", "service"}
