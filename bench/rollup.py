@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=2_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=1, help="days rolled up at once, one connection each")
     parser.add_argument("--reuse", action="store_true", help="keep an existing bench database with the same spans")
     args = parser.parse_args()
 
@@ -97,7 +98,7 @@ def main() -> None:
         cur.execute("CHECKPOINT")
 
     began = time.perf_counter()
-    written = runner.rollup_range(start, end)
+    written = runner.rollup_range(start, end, workers=args.workers)
     took = time.perf_counter() - began
 
     # Calls straight from the spans (an LLM span whose parent is no LLM span), against the rollup.

@@ -201,8 +201,30 @@ def demo(argv: list[str]) -> int:
             embedded.stop_postgres()
 
 
+CHROMIUM = Path(os.environ.get("OBSERVATORY_CHROMIUM", "/usr/bin/chromium"))
+
+
+def _ensure_chromium() -> None:
+    """The browser tests drive Debian's Chromium; Playwright never downloads a browser.
+
+    Installed here when missing and this is a Debian-like machine where we are root (CI and
+    the project's machines); elsewhere the message says what to run.
+    """
+    if CHROMIUM.exists():
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        _say("installing Debian's chromium package for the browser tests (once)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env, stdout=subprocess.DEVNULL)
+    if not CHROMIUM.exists():
+        _say(f"no Chromium at {CHROMIUM}: the browser tests will fail. Install it (Debian/Ubuntu: "
+             "`sudo apt-get install chromium`) or point OBSERVATORY_CHROMIUM at a Chromium binary.")  # fmt: skip
+
+
 def test(argv: list[str]) -> int:
     _embedded_services(need_redis=False)
+    _ensure_chromium()
     with contextlib.ExitStack() as services:
         if not os.environ.get("REDIS_URL"):
             # The Celery broker for the tests that run a real worker (tests/test_celery_e2e.py).

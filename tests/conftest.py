@@ -116,3 +116,17 @@ def outsider(db: None) -> Any:
     user = get_user_model().objects.create_user("outsider", "outsider@example.com", PASSWORD)
     TenantAccess.objects.create(user=user, tenants=["globex"])
     return user
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Server threads and processes the tests started may leave a connection open to the test
+    database; end them so it can be dropped instead of piling up on the embedded server."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

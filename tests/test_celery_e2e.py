@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -40,6 +39,7 @@ from apps.telemetry.models import Span
 from observatory import embedded
 from observatory.celery import app
 from tests.otlp_helpers import LLM_ATTRIBUTES
+from tests.support.servers import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -58,19 +58,6 @@ def percentile_cont(values: list[float], quantile: float) -> float:
     below = int(rank)
     above = min(below + 1, len(ordered) - 1)
     return ordered[below] + (rank - below) * (ordered[above] - ordered[below])
-
-
-def database_url(settings_dict: dict[str, Any]) -> str:
-    """A DATABASE_URL for another process, naming the database this connection uses."""
-    user = urllib.parse.quote(settings_dict.get("USER") or "", safe="")
-    password = urllib.parse.quote(settings_dict.get("PASSWORD") or "", safe="")
-    credentials = f"{user}:{password}@" if password else f"{user}@" if user else ""
-    name = urllib.parse.quote(settings_dict["NAME"], safe="")
-    host, port = settings_dict.get("HOST") or "", settings_dict.get("PORT") or ""
-    if host.startswith("/"):  # a Unix socket directory (the embedded PostgreSQL)
-        query = urllib.parse.urlencode({"host": host, **({"port": port} if port else {})})
-        return f"postgresql://{credentials}/{name}?{query}"
-    return f"postgresql://{credentials}{host}{f':{port}' if port else ''}/{name}"
 
 
 @pytest.fixture(scope="session")

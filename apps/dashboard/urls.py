@@ -2,11 +2,19 @@ from __future__ import annotations
 
 from django.urls import path
 
-from apps.dashboard import trace_views, views
+from apps.dashboard import compare_views, detail_views, prices_views, trace_views, views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("vendor/plotly.min.js", views.plotly_js, name="plotly-js"),
+    path("compare/", compare_views.compare, name="compare"),
+    path("features/", detail_views.features, name="features"),
+    path("features/<path:name>/", detail_views.feature_detail, name="feature-detail"),
+    path("tenants/", detail_views.tenants, name="tenants"),
+    path("tenants/<path:name>/", detail_views.tenant_detail, name="tenant-detail"),
+    path("models/", detail_views.models, name="models"),
+    path("models/<str:provider>/<path:model>/", detail_views.model_detail, name="model-detail"),
     path("traces/", trace_views.traces, name="traces"),
     path("traces/<str:trace_hex>/", trace_views.trace_detail, name="trace-detail"),
+    path("prices/", prices_views.prices, name="prices"),
 ]

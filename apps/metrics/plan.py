@@ -21,8 +21,9 @@ from django.db import connection
 from apps.rollups.models import DIM_BITS, DIMENSIONS, GROUPING_SETS
 
 HOUR = timedelta(hours=1)
-# More raw pieces than this (a rollup backlog with scattered noted hours) are coalesced into
-# fewer, wider ones: each piece is one more scan of the span table in the query.
+# More noted pieces than this (a rollup backlog with scattered noted hours) are coalesced
+# into fewer, wider ones: each piece is one more rollup statement over raw spans, whose cost
+# is mostly the trace attribution around it, so a few wide pieces beat many narrow ones.
 MAX_RAW_PIECES = 6
 
 

@@ -2,10 +2,11 @@
 
 Every figure a person sees (page, JSON API, CSV, alert, email) comes from run_query, with
 the definitions of docs/metrics.md (implemented in catalog.py). It reads the smallest
-materialised grouping set that answers the question, rollup rows for closed hours and the
-rollup's own SQL over raw spans for the rest (plan.py), and merges them in one statement
-(sql.py): sums add, distributions add their counts per bucket, and percentiles are read
-from the merged distribution, never averaged.
+materialised grouping set that answers the question: rollup rows for closed hours, and the
+rollup's own SQL over raw spans for the rest (plan.py), in one snapshot (reads.py, sql.py).
+Sums add (in SQL for rollup rows), distributions add their counts per bucket index (numpy,
+merge.py), and percentiles are read from the merged distribution with sketch.quantiles,
+interpolated like percentile_cont: never averaged.
 
     result = run_query(Query(("cost_usd", "e2e_ms_p99"), start, end, granularity="day"), scope)
     result.rows  # [{"time": datetime, "cost_usd": Decimal, "e2e_ms_p99": 812.4, "e2e_ms_p99_samples": 1234}, ...]
@@ -21,21 +22,19 @@ Money is Decimal (exact sums; see catalog.py). Ratios are None where their denom
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.metrics import reads
 from apps.metrics.catalog import METRICS, MetricSpec, metric_spec
+from apps.metrics.merge import Group
 from apps.metrics.plan import ReadPlan, choose_grouping, floor_hour, plan_reads
-from apps.metrics.sql import TIME_BUCKETS, build_params, build_sql
+from apps.metrics.reads import SharedReads
+from apps.metrics.sql import TIME_BUCKETS
 from apps.rollups.models import DIMENSIONS, DISTRIBUTIONS
 from apps.rollups.sketch import quantiles
 
@@ -52,9 +51,12 @@ __all__ = [
     "Query",
     "QueryResult",
     "Scope",
+    "SharedReads",
     "dimension_values",
+    "grouping_for",
     "metric_spec",
     "run_query",
+    "shared_reads_for",
 ]
 
 GRANULARITIES = ("hour", "day", "week")
@@ -62,7 +64,6 @@ GRANULARITIES = ("hour", "day", "week")
 FILTER_FIELDS = {"tenant": "tenants", "feature": "features", "provider": "providers", "model": "models",
                  "service": "services"}  # fmt: skip
 UNATTRIBUTED = ""
-WORK_MEM = "64MB"
 
 
 @dataclass(frozen=True)
@@ -176,28 +177,23 @@ def _project_ids(filters: Filters) -> tuple[int, ...]:
 
 
 def _time_buckets(start: datetime, end: datetime, granularity: str | None) -> list[datetime | None]:
-    if granularity is None:
+    """Every output time bucket of [start, end)."""
+    first = _time_bucket(floor_hour(start), granularity)
+    if first is None:
         return [None]
-    first = floor_hour(start)
-    step = timedelta(hours=1)
-    if granularity in ("day", "week"):
-        first = first.replace(hour=0)
-        step = timedelta(days=1)
-    if granularity == "week":
-        first -= timedelta(days=first.weekday())
-        step = timedelta(days=7)
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}[str(granularity)]
     buckets: list[datetime | None] = []
-    moment = first
-    while moment < end:
-        buckets.append(moment)
-        moment += step
+    while first < end:
+        buckets.append(first)
+        first += step
     return buckets
 
 
 class _Needs:
-    """What the statement must read for a query's metrics."""
+    """What a query's metrics read."""
 
     def __init__(self, specs: Iterable[MetricSpec]) -> None:
+        # requests always: a group is there when it has calls, whatever else is asked.
         self.sums: list[str] = ["requests"]
         self.distributions: list[str] = []
         self.breakdown = False
@@ -211,105 +207,146 @@ class _Needs:
                 self.breakdown = True
 
 
-def run_query(query: Query, scope: Scope) -> QueryResult:
-    specs = [metric_spec(name) for name in query.metrics]
-    needs = _Needs(specs)
+def _time_bucket(hour: datetime, granularity: str | None) -> datetime | None:
+    """The output time bucket of an hour, as TIME_BUCKETS computes it in SQL."""
+    if granularity is None:
+        return None
+    hour = hour.astimezone(UTC)
+    if granularity == "hour":
+        return hour
+    day = hour.replace(hour=0)
+    return day if granularity == "day" else day - timedelta(days=day.weekday())
+
+
+def _filters(query: Query, scope: Scope) -> dict[str, tuple[str, ...]]:
+    """The dimension filters a query reads with: its own, and the scope's tenants."""
     filters = query.filters.by_dimension()
     tenants = _effective_tenants(query.filters, scope)
     if tenants is not None:
         filters["tenant"] = tenants
-    needed_dims = [*query.group_by, *filters]
+    return filters
+
+
+def grouping_for(query: Query, scope: Scope) -> int:
+    """The grouping set a query reads: the smallest covering its group-by, its filters, and
+    the tenant whenever the scope limits tenants (DIM_BITS mask)."""
+    needed = [*query.group_by, *_filters(query, scope)]
     if scope.limited:
-        needed_dims.append("tenant")
-    grouping = choose_grouping(needed_dims)
+        needed.append("tenant")
+    return choose_grouping(needed)
+
+
+def shared_reads_for(queries: Iterable[Query], scope: Scope) -> SharedReads:
+    """A SharedReads that rolls up each raw piece once for all these queries' grouping sets."""
+    return SharedReads(grouping_sets=tuple(sorted({grouping_for(query, scope) for query in queries})))
+
+
+def run_query(query: Query, scope: Scope, *, shared: SharedReads | None = None) -> QueryResult:
+    """Answer a query for someone: every figure limited to the scope, totals included.
+
+    `shared` lets several queries of one page or email roll up their raw pieces once
+    (reads.SharedReads).
+    """
+    specs = [metric_spec(name) for name in query.metrics]
+    needs = _Needs(specs)
+    filters = _filters(query, scope)
+    tenants = filters.get("tenant")
+    grouping = grouping_for(query, scope)
     project_ids = _project_ids(query.filters)
 
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    groups: dict[tuple[Any, ...], Group] = {}
     plan = None
     if tenants != () and project_ids:
-        plan = plan_reads(grouping, project_ids, query.start, query.end, timezone.now())
-        filtered = sorted(filters, key=DIMENSIONS.index)
-        statement = build_sql(
-            plan, query.granularity, query.group_by, filtered, needs.sums, needs.distributions, needs.breakdown
-        )
-        with transaction.atomic(), connection.cursor() as cur:
-            # For this statement only (SET LOCAL, like the rollup runner): the raw pieces embed
-            # the rollup's large query, whose JIT compilation costs more than it runs, and the
-            # distribution merges hash a few hundred thousand (bucket, count) pairs.
-            cur.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)", [WORK_MEM])
-            cur.execute(statement, build_params(plan, filters))
-            fetched = cur.fetchall()
-        groups = _collect(fetched, len(query.group_by), needs)
+        with reads.snapshot():
+            plan = plan_reads(grouping, project_ids, query.start, query.end, timezone.now())
+            _read_rollups(plan, query, filters, needs, groups)
+            for piece in plan.raw:
+                rows = shared.rows(piece, grouping) if shared else reads.raw_rows(piece, (grouping,))
+                _add_raw_rows(rows, query, filters, needs, groups)
 
     if not query.group_by:
         for bucket in _time_buckets(query.start, query.end, query.granularity):
-            groups.setdefault((bucket,), {})
-    rows = [_row(key, parts, query, specs, needs) for key, parts in sorted(groups.items(), key=_sort_key)]
+            groups.setdefault((bucket,), Group())
+    rows = [_row(key, group, query, specs) for key, group in sorted(groups.items(), key=_sort_key)]
     return QueryResult(query=query, rows=rows, plan=plan)
 
 
-def _collect(fetched: list[tuple[Any, ...]], dims: int, needs: _Needs) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Fold the statement's long-format rows into one dict of parts per (time, *dims)."""
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    sums_at = 2 + dims
-    for row in fetched:
-        part, key = row[0], tuple(row[1:sums_at])
-        if key[0] is not None:
-            key = (key[0].astimezone(UTC), *key[1:])
-        parts = groups.setdefault(key, {})
-        if part == "sums":
-            parts["sums"] = dict(zip(needs.sums, row[sums_at : sums_at + len(needs.sums)], strict=True))
-        elif part == "errors_by_type":
-            # Django's psycopg setup hands jsonb over as text (JSONField decodes it itself).
-            breakdown = json.loads(row[-1]) if isinstance(row[-1], str) else row[-1]
-            parts["errors_by_type"] = {str(k): int(v) for k, v in sorted(breakdown.items())}
-        else:
-            idx, cnt = row[-3], row[-2]
-            parts[part] = (np.asarray(idx, dtype=np.int64), np.asarray(cnt, dtype=np.int64))
-    return groups
+def _read_rollups(
+    plan: ReadPlan,
+    query: Query,
+    filters: dict[str, tuple[str, ...]],
+    needs: _Needs,
+    groups: dict[tuple[Any, ...], Group],
+) -> None:
+    if plan.rollup_start is None:
+        return
+    keys = 1 + len(query.group_by)
+    for row in reads.rollup_sums(plan, query.granularity, query.group_by, filters, needs.sums, needs.breakdown):
+        group = groups.setdefault(_key(row[:keys]), Group())
+        group.add_sums(needs.sums, row[keys : keys + len(needs.sums)])
+        if needs.breakdown:
+            group.add_errors(row[-1])
+    if needs.distributions:
+        for row in reads.rollup_distributions(plan, query.granularity, query.group_by, filters, needs.distributions):
+            group = groups.setdefault(_key(row[:keys]), Group())
+            for number, dist in enumerate(needs.distributions):
+                group.add_distribution(dist, row[keys + 2 * number], row[keys + 2 * number + 1])
 
 
-def _sort_key(item: tuple[tuple[Any, ...], dict[str, Any]]) -> tuple[Any, ...]:
+def _add_raw_rows(
+    rows: list[dict[str, Any]],
+    query: Query,
+    filters: dict[str, tuple[str, ...]],
+    needs: _Needs,
+    groups: dict[tuple[Any, ...], Group],
+) -> None:
+    for row in rows:
+        if any(row[dim] not in values for dim, values in filters.items()):
+            continue
+        key = (_time_bucket(row["bucket"], query.granularity), *(row[dim] for dim in query.group_by))
+        group = groups.setdefault(key, Group())
+        group.add_sums(needs.sums, [row[column] for column in needs.sums])
+        if needs.breakdown:
+            group.add_errors(row["errors_by_type"])
+        for dist in needs.distributions:
+            group.add_distribution(dist, row[f"{dist}_idx"], row[f"{dist}_cnt"])
+
+
+def _key(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (values[0].astimezone(UTC) if values[0] is not None else None, *values[1:])
+
+
+def _sort_key(item: tuple[tuple[Any, ...], Group]) -> tuple[Any, ...]:
     return tuple((value is None, value if value is not None else "") for value in item[0])
 
 
-_EMPTY_DISTRIBUTION = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
-
-
-def _zero(column: str) -> Any:
-    return Decimal(0) if column in ("cost_usd", "cache_savings_usd") else 0.0 if column == "generation_ms" else 0
-
-
-def _row(
-    key: tuple[Any, ...], parts: dict[str, Any], query: Query, specs: list[MetricSpec], needs: _Needs
-) -> dict[str, Any]:
+def _row(key: tuple[Any, ...], group: Group, query: Query, specs: list[MetricSpec]) -> dict[str, Any]:
     row: dict[str, Any] = {"time": key[0]}
     row.update(zip(query.group_by, key[1:], strict=True))
-    sums = parts.get("sums") or {column: _zero(column) for column in needs.sums}
     quantiles_by_dist: dict[str, list[MetricSpec]] = {}
     for spec in specs:
         if spec.kind == "quantile" and spec.distribution:
             quantiles_by_dist.setdefault(spec.distribution, []).append(spec)
-    values: dict[str, Any] = {}
+    found: dict[str, Any] = {}
     for dist, wanted in quantiles_by_dist.items():
-        idx, cnt = parts.get(dist, _EMPTY_DISTRIBUTION)
-        samples = int(cnt.sum())
-        found = quantiles(idx, cnt, [spec.quantile or 0.0 for spec in wanted])
-        for spec, value in zip(wanted, found, strict=True):
-            values[spec.name] = value
-            values[f"{spec.name}_samples"] = samples
+        indexes, counts = group.distribution(dist)
+        samples = int(counts.sum())
+        for spec, value in zip(
+            wanted, quantiles(indexes, counts, [spec.quantile or 0.0 for spec in wanted]), strict=True
+        ):
+            found[spec.name] = value
+            found[f"{spec.name}_samples"] = samples
     for spec in specs:
         if spec.kind == "quantile":
-            row[spec.name] = values[spec.name]
-            row[f"{spec.name}_samples"] = values[f"{spec.name}_samples"]
+            row[spec.name] = found[spec.name]
+            row[f"{spec.name}_samples"] = found[f"{spec.name}_samples"]
         elif spec.name == "errors_by_type":
-            row[spec.name] = parts.get("errors_by_type", {})
+            row[spec.name] = dict(sorted(group.errors_by_type.items()))
         elif spec.distribution:  # <dist>_samples
-            row[spec.name] = int(parts.get(spec.distribution, _EMPTY_DISTRIBUTION)[1].sum())
+            row[spec.name] = int(group.distribution(spec.distribution)[1].sum())
         else:
             assert spec.compute is not None
-            value = spec.compute(sums)
-            row[spec.name] = None if isinstance(value, float) and math.isnan(value) else value
+            row[spec.name] = spec.compute({column: group.sum(column) for column in spec.columns})
     return row
 
 

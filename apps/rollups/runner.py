@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 
-from apps.rollups.compute import ROLLUP_COLUMNS, rollup_params, rollup_rows_sql
+from apps.rollups.compute import HOUR_OF_SQL, ROLLUP_COLUMNS, rollup_params, rollup_rows_sql
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,13 @@ HOUR = timedelta(hours=1)
 # rollup_range works a day at a time: one statement, one transaction and one set of locks
 # per day keeps each bounded while it reads each span (and its trace) about once.
 RANGE_CHUNK = timedelta(days=1)
-# The rollup query sorts and hashes a few thousand to a few hundred thousand rows; the
-# default 4MB would spill them to temporary files.
+# From this many hours on, the rollup query reads the window's spans by scanning its day
+# partitions rather than trace by trace (compute.rollup_rows_sql, bulk).
+BULK_HOURS = 12
+# The rollup query sorts and hashes its spans (a few thousand for an hour, up to a few hundred
+# thousand for a busy day); the default 4MB would spill them to temporary files.
 WORK_MEM = "64MB"
+BULK_WORK_MEM = "256MB"
 
 _COLUMN_LIST = ", ".join(ROLLUP_COLUMNS)
 _INSERT = f"INSERT INTO rollups_rolluphour ({_COLUMN_LIST})\n{{select}}"
@@ -52,19 +57,49 @@ def _hour_key(hour: datetime) -> str:
     return floor_hour(hour).strftime("%Y-%m-%dT%H")
 
 
-def _prepare(cur) -> None:  # type: ignore[no-untyped-def]
+def _prepare(cur, *, bulk: bool = False) -> None:  # type: ignore[no-untyped-def]
     # SET LOCAL: for this transaction only, so a pooled connection keeps its settings.
-    cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    cur.execute(f"SET LOCAL work_mem = '{BULK_WORK_MEM if bulk else WORK_MEM}'")
     # The statement is complex but short: compiling it costs more than it saves.
     cur.execute("SET LOCAL jit = off")
+
+
+def _is_bulk(start: datetime, end: datetime) -> bool:
+    return end - start >= timedelta(hours=BULK_HOURS)
 
 
 def _replace_rows(cur, project_ids: Sequence[int], start: datetime, end: datetime) -> int:  # type: ignore[no-untyped-def]
     """Replace the RollupHour rows of whole hours [start, end) with rows computed from spans."""
     params = rollup_params(project_ids, start, end)
     cur.execute(_DELETE_HOURS, params)
-    cur.execute(_INSERT.format(select=rollup_rows_sql()), params)
+    cur.execute(_INSERT.format(select=rollup_rows_sql(bulk=_is_bulk(start, end))), params)
     return int(cur.rowcount)
+
+
+# The other hours of the traces that gained spans in an hour: a late root (or any span with
+# the tenant, the feature or the task id) changes the attribution of its trace's spans in
+# those hours too, and ingest noted only its own hour. Ingest stamps a batch's spans
+# (received_at) and its notes (noted_at) with the same now(), so the spans that came with the
+# notes being consumed are those received at or after the oldest of them. The hours noted
+# here have no such spans, so the propagation stops after one step.
+_NOTE_TRACE_HOURS = f"""
+INSERT INTO rollups_dirtyhour (project_id, hour, noted_at)
+SELECT DISTINCT o.project_id, {HOUR_OF_SQL.format(x="o.start_time")}, now()
+FROM (
+    SELECT DISTINCT n.trace_id
+    FROM telemetry_span AS n
+    WHERE n.project_id = %(project_id)s AND n.start_time >= %(start)s AND n.start_time < %(end)s
+      AND n.received_at >= %(since)s
+) AS t
+JOIN telemetry_span AS o ON o.trace_id = t.trace_id AND o.project_id = %(project_id)s
+WHERE o.start_time >= %(window_start)s AND o.start_time < %(window_end)s
+  AND NOT (o.start_time >= %(start)s AND o.start_time < %(end)s)
+"""
+
+
+def _note_trace_hours(cur, project_id: int, hour: datetime, since: datetime) -> None:  # type: ignore[no-untyped-def]
+    params = {**rollup_params([project_id], hour, hour + HOUR), "project_id": project_id, "since": since}
+    cur.execute(_NOTE_TRACE_HOURS, params)
 
 
 def _recompute_hour(project_id: int, hour: datetime, *, wait: bool) -> bool:
@@ -82,11 +117,16 @@ def _recompute_hour(project_id: int, hour: datetime, *, wait: bool) -> bool:
         # The notes are read under the lock, before the recompute reads spans. Under READ
         # COMMITTED each statement sees what had committed when it began, so every note read
         # here is older than the INSERT ... SELECT below, and so are the spans it announced.
-        cur.execute("SELECT id FROM rollups_dirtyhour WHERE project_id = %s AND hour = %s", [project_id, hour])
-        note_ids = [row[0] for row in cur.fetchall()]
+        cur.execute(
+            "SELECT id, noted_at FROM rollups_dirtyhour WHERE project_id = %s AND hour = %s", [project_id, hour]
+        )
+        notes = cur.fetchall()
+        note_ids = [note_id for note_id, _ in notes]
         if not note_ids and not wait:
             return False  # another worker recomputed the hour since our batch was read
         _prepare(cur)
+        if notes:
+            _note_trace_hours(cur, project_id, hour, min(noted_at for _, noted_at in notes))
         _replace_rows(cur, [project_id], hour, hour + HOUR)
         # Exactly the notes read above, never `id <= max(id)`: ids come from a sequence when a
         # note is inserted, but transactions commit in another order. A batch of spans whose
@@ -133,10 +173,14 @@ def _project_ids() -> list[int]:
     return list(Project.objects.order_by("pk").values_list("pk", flat=True))
 
 
-def rollup_range(start: datetime, end: datetime, project_ids: Sequence[int] | None = None) -> int:
+def rollup_range(start: datetime, end: datetime, project_ids: Sequence[int] | None = None, *, workers: int = 1) -> int:
     """(Re)build every hour that overlaps [start, end) for `project_ids` (default: every
     project), a day per transaction; consumes the notes of those hours. Returns the number
-    of RollupHour rows written."""
+    of RollupHour rows written.
+
+    `workers` > 1 rebuilds that many days at once, each on its own database connection (a
+    backfill on a machine with cores to spare: one statement uses one core).
+    """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("rollup_range needs aware datetimes")
     if project_ids is None:
@@ -144,13 +188,23 @@ def rollup_range(start: datetime, end: datetime, project_ids: Sequence[int] | No
     project_ids = sorted(set(project_ids))
     first = floor_hour(start)
     last = floor_hour(end - timedelta(microseconds=1)) + HOUR if end > start else first
-    written = 0
+    chunks = []
     chunk_start = first
     while chunk_start < last:
         chunk_end = min(chunk_start + RANGE_CHUNK, last)
-        written += _rollup_chunk(project_ids, chunk_start, chunk_end)
+        chunks.append((chunk_start, chunk_end))
         chunk_start = chunk_end
-    return written
+    if workers <= 1 or len(chunks) <= 1:
+        return sum(_rollup_chunk(project_ids, chunk_start, chunk_end) for chunk_start, chunk_end in chunks)
+
+    def rollup_chunk_on_own_connection(chunk: tuple[datetime, datetime]) -> int:
+        try:
+            return _rollup_chunk(project_ids, *chunk)
+        finally:
+            connection.close()  # this thread's connection; the pool thread may not run again
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rollup") as pool:
+        return sum(pool.map(rollup_chunk_on_own_connection, chunks))
 
 
 def _rollup_chunk(project_ids: list[int], start: datetime, end: datetime) -> int:
@@ -172,7 +226,7 @@ def _rollup_chunk(project_ids: list[int], start: datetime, end: datetime) -> int
             [project_ids, start, end],
         )
         note_ids = [row[0] for row in cur.fetchall()]
-        _prepare(cur)
+        _prepare(cur, bulk=_is_bulk(start, end))
         written = _replace_rows(cur, project_ids, start, end)
         if note_ids:
             cur.execute("DELETE FROM rollups_dirtyhour WHERE id = ANY(%s::bigint[])", [note_ids])

@@ -18,6 +18,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+# Playwright's sync API keeps an asyncio loop on this thread; the ORM calls these fixtures
+# make are ordinary synchronous ones, which Django would otherwise refuse beside a loop.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("OBSERVATORY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -46,36 +50,40 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def demo_site(django_db_setup: None, django_db_blocker: Any, live_server: Any) -> Iterator[dict[str, Any]]:
-    """Two days of simulated traffic sent through OTLP to the live server, rolled up, plus
-    three users: a staff owner, a teammate who sees every tenant, and an outsider limited
-    to the tenant "globex"."""
+def demo_site(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """A real gunicorn process on the test database, sent two days of simulated traffic
+    through OTLP and rolled up, plus three users: a staff owner, a teammate who sees every
+    tenant, and an outsider limited to the tenant "globex". Module-scoped: pytest-django's
+    live_server would flush the database after every test."""
     from django.contrib.auth.models import User
     from django.core.management import call_command
+    from django.db import connection
 
     from apps.accounts.models import IngestKey, Project, TenantAccess
     from apps.pricing.services import PriceBook
     from apps.rollups.runner import rollup_pending
     from collectors.simulator import simulate
+    from tests.support.servers import database_url, gunicorn
 
     with django_db_blocker.unblock():
         call_command("load_prices", verbosity=0)
         PriceBook.forget()
         _, key = IngestKey.issue(Project.objects.create(name="browser-demo"), "browser")
+        # Hashed with the default hashers: the gunicorn process verifies logins with those.
         owner = User.objects.create_user("owner", password=PASSWORD, is_staff=True, is_superuser=True)
         outsider = User.objects.create_user("outsider", password=PASSWORD)
-        TenantAccess.objects.create(user=outsider, tenants=["globex"])
         teammate = User.objects.create_user("teammate", password=PASSWORD)
+        TenantAccess.objects.create(user=outsider, tenants=["globex"])
         TenantAccess.objects.create(user=teammate, all_tenants=True)
         end = timezone.now()
-        summary = simulate(
-            endpoint=live_server.url, key=key, start=end - timedelta(days=2), end=end, requests=1500, seed=11
-        )
-        while rollup_pending():
-            pass
-        yield {"url": live_server.url, "summary": summary, "users": {"owner": owner, "outsider": outsider}}
-        from django.db import connection
-
+        log = tmp_path_factory.mktemp("browser") / "gunicorn.log"
+        with gunicorn(database_url(connection.settings_dict), log, threads=8) as url:
+            summary = simulate(endpoint=url, key=key, start=end - timedelta(days=2), end=end, requests=1500, seed=11)
+            while rollup_pending():
+                pass
+            yield {"url": url, "summary": summary, "users": {"owner": owner, "outsider": outsider}}
         with connection.cursor() as cur:
             cur.execute("TRUNCATE telemetry_span")
         call_command("flush", interactive=False, verbosity=0)
@@ -88,16 +96,27 @@ class PageWatch:
     """Collects what would make a page broken in a person's browser."""
 
     def __init__(self) -> None:
-        self.problems: list[str] = []
+        self.found: list[str] = []
+        self.aborted: list[str] = []
+        self.downloads: set[str] = set()
+
+    @property
+    def problems(self) -> list[str]:
+        # A link that answers with a file aborts the navigation it started: not a failure.
+        return self.found + [f"request failed: {url}" for url in self.aborted if url not in self.downloads]
 
     def attach(self, page: Any) -> None:
-        page.on("console", lambda msg: msg.type == "error" and self.problems.append(f"console: {msg.text}"))
-        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
-        page.on("requestfailed", lambda req: self.problems.append(f"request failed: {req.url} {req.failure}"))
-        page.on(
-            "response",
-            lambda resp: resp.status >= 400 and self.problems.append(f"HTTP {resp.status}: {resp.url}"),
-        )
+        page.on("console", lambda msg: msg.type == "error" and self.found.append(f"console: {msg.text}"))
+        page.on("pageerror", lambda exc: self.found.append(f"page error: {exc}"))
+        page.on("download", lambda download: self.downloads.add(download.url))
+        page.on("requestfailed", self._failed)
+        page.on("response", lambda resp: resp.status >= 400 and self.found.append(f"HTTP {resp.status}: {resp.url}"))
+
+    def _failed(self, request: Any) -> None:
+        if request.failure == "net::ERR_ABORTED":
+            self.aborted.append(request.url)
+        else:
+            self.found.append(f"request failed: {request.url} {request.failure}")
 
 
 @pytest.fixture
@@ -115,8 +134,9 @@ def login(page: Any, base_url: str, username: str) -> None:
     page.goto(f"{base_url}/accounts/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/")
+    with page.expect_navigation():
+        page.click("main button[type=submit]")
+    assert page.url == f"{base_url}/", f"login as {username} failed: still on {page.url}"
 
 
 def screenshot(page: Any, name: str) -> Path:

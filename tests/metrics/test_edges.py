@@ -11,7 +11,7 @@ import time_machine
 
 from apps.accounts.models import Project
 from apps.metrics.plan import HOUR
-from apps.metrics.query import Filters, Query, Scope, run_query
+from apps.metrics.query import Filters, Query, Scope, SharedReads, run_query, shared_reads_for
 from apps.rollups.models import DirtyHour, RollupHour, mask
 from apps.telemetry.store import insert_spans
 from tests.metrics.traffic import Traffic, at
@@ -87,3 +87,60 @@ def test_a_noted_hour_is_read_raw_and_other_closed_hours_from_rollups(project: P
     )  # fmt: skip
     assert grouped.plan is not None and grouped.plan.grouping == mask("tenant", "feature")
     assert [p.start for p in grouped.plan.raw] == [late_hour]
+
+
+ALL_METRICS = (
+    "requests", "errors", "successes", "error_rate", "errors_by_type", "retries", "retry_rate", "input_tokens",
+    "cache_read_tokens", "output_tokens", "tokens_unknown", "cost_usd", "cost_unknown_requests",
+    "cost_per_1k_requests", "tasks", "successful_tasks", "cost_per_successful_task", "prompt_cache_hit_rate",
+    "tokens_per_second", "e2e_ms_p50", "e2e_ms_p99", "ttft_ms_p95", "output_tokens_p90", "tpot_ms_p50",
+)  # fmt: skip
+
+
+def assert_same_rows(rows: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    """Equal, but for float sums added in another order (generation_ms: tokens_per_second)."""
+    assert len(rows) == len(expected)
+    for row, other in zip(rows, expected, strict=True):
+        assert row.keys() == other.keys()
+        for name, value in row.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(other[name], rel=1e-12), name
+            else:
+                assert value == other[name], name
+
+
+def test_an_hour_read_raw_while_open_reads_the_same_from_rollups_once_closed(project: Project) -> None:
+    from apps.rollups.runner import rollup_range
+
+    traffic = Traffic(seed=9)
+    spans = traffic.spans(1500, CURRENT_HOUR - 3 * HOUR, NOW - timedelta(minutes=5))
+    insert_spans(project.pk, spans)
+    start, end = CURRENT_HOUR - 3 * HOUR, NOW - timedelta(minutes=2)
+    queries = [
+        Query(ALL_METRICS, start, end, granularity="hour"),
+        Query(ALL_METRICS, start, end, group_by=("tenant", "model")),
+        Query(ALL_METRICS, start, end, group_by=("feature",), granularity="day"),
+    ]
+    with time_machine.travel(NOW, tick=False):
+        while_open = [run_query(query, EVERYTHING) for query in queries]
+        for shared in (SharedReads(), shared_reads_for(queries, EVERYTHING)):
+            for query, result in zip(queries, while_open, strict=True):
+                assert_same_rows(run_query(query, EVERYTHING, shared=shared).rows, result.rows)
+            # The two raw pieces of the three queries (the partial last hour, the open
+            # hour), each rolled up once for the queries' grouping sets.
+            assert len(shared.pieces) == 2
+        assert sorted(shared.pieces[(project.pk,), CURRENT_HOUR, end]) == [
+            0,
+            mask("feature"),
+            mask("tenant", "provider", "model"),
+        ]
+    assert any(piece.start == CURRENT_HOUR for piece in while_open[0].plan.raw if while_open[0].plan)
+    assert while_open[0].rows[-1]["requests"] > 0
+
+    with time_machine.travel(NOW + 2 * HOUR, tick=False):
+        rollup_range(start - HOUR, NOW + HOUR)
+        once_closed = [run_query(query, EVERYTHING) for query in queries]
+    for before, after in zip(while_open, once_closed, strict=True):
+        assert after.plan is not None
+        assert [piece.reason for piece in after.plan.raw] == ["edge"]  # only the partial last hour
+        assert_same_rows(after.rows, before.rows)

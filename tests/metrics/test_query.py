@@ -217,3 +217,49 @@ def test_scope_limits_every_figure_and_never_shows_unattributed(travelled: Any) 
 
 def test_dimension_bits_are_the_rollup_ones() -> None:
     assert set(DIM_BITS) == {"tenant", "feature", "provider", "model", "service"}
+
+
+@pytest.mark.django_db
+def test_rollup_reads_are_index_range_scans_of_one_grouping_set(travelled: Any) -> None:
+    """The plan sql.py relies on: rollup_hour_read (project, grouping, bucket) narrows the
+    read to one project's grouping set over the range, whatever else the table holds."""
+    from django.db import connection
+
+    from apps.metrics import sql
+    from apps.metrics.plan import plan_reads
+    from apps.rollups.models import GROUPING_SETS
+
+    projects = [Project.objects.create(name=f"p{n}") for n in range(3)]
+    RollupHour.objects.bulk_create(
+        RollupHour(project=project, bucket=DAY + timedelta(hours=hour), grouping=grouping, tenant="t", requests=1)
+        for project in projects
+        for grouping in GROUPING_SETS
+        for hour in range(-24 * 8, 24 * 3)
+    )
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE rollups_rolluphour")
+    plan = plan_reads(mask("tenant"), [projects[0].pk], DAY, DAY + timedelta(days=2), LATER)
+    filters = {"tenant": ("t",)}
+    statements = [
+        sql.sums_sql(plan, "day", ("tenant",), ["tenant"], ["requests", "cost_usd"], True),
+        sql.distributions_sql(plan, "day", ("tenant",), ["tenant"], ["e2e_ms"]),
+    ]
+    for statement in statements:
+        with connection.cursor() as cur:
+            cur.execute(f"EXPLAIN {statement}", sql.rollup_params(plan, filters))
+            text = "\n".join(row[0] for row in cur.fetchall())
+        assert "rollup_hour_read" in text, text
+        assert "Seq Scan on rollups_rolluphour" not in text, text
+
+
+def test_distributions_merge_like_the_sketch_module() -> None:
+    from apps.metrics.merge import merge_distributions
+    from apps.rollups.sketch import ZERO_INDEX
+
+    parts = [([ZERO_INDEX, -5, 3, 900], [2, 1, 4, 1]), ([-5, 4], [3, 1]), ([], []), ([ZERO_INDEX, 2_000_000], [1, 1])]
+    as_numpy = [(np.asarray(i, dtype=np.int64), np.asarray(c, dtype=np.int64)) for i, c in parts]
+    indexes, counts = merge_distributions(as_numpy)
+    expected_indexes, expected_counts = merge(parts)
+    assert indexes.tolist() == expected_indexes.tolist() == [ZERO_INDEX, -5, 3, 4, 900, 2_000_000]
+    assert counts.tolist() == expected_counts.tolist() == [3, 4, 4, 1, 1, 1]
+    assert merge_distributions([])[0].size == 0

@@ -11,10 +11,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from apps.accounts.models import Project
 from apps.pricing.models import Price
-from apps.rollups.models import ALL_DIMS, mask
+from apps.rollups import compute
+from apps.rollups.models import ALL_DIMS, GROUPING_SETS, mask
 from apps.rollups.runner import rollup_range
 from apps.telemetry.store import insert_spans
 from tests.rollups.helpers import (
@@ -267,7 +269,10 @@ def test_attribution_inherits_from_the_trace(project: Project) -> None:
         return sorted((r.tenant, r.feature, r.provider, r.service) for r in rows(project.pk, model=model))
 
     assert dims("gpt-4o-mini") == [("acme", "chat", "openai", "support-api")]
-    assert dims("llama-3.1-8b") == [("acme", "chat", "vllm", "vllm-serving"), ("acme", "vllm-serving", "vllm", "vllm-serving")]
+    assert dims("llama-3.1-8b") == [
+        ("acme", "chat", "vllm", "vllm-serving"),
+        ("acme", "vllm-serving", "vllm", "vllm-serving"),
+    ]
     assert dims("own-tenant") == [("initech", "chat", "openai", "support-api")]
     assert dims("inherited-late") == [("globex", "chat", "openai", "support-api")]
     assert dims("fallback") == [("acme", "docs-api", "openai", "docs-api")]
@@ -327,3 +332,23 @@ def test_projects_are_kept_apart(project: Project) -> None:
     assert total(project.pk).requests == 1
     assert one(other.pk, 0).requests == 1
     assert one(other.pk).tenant == ""
+
+
+@pytest.mark.parametrize("grouping_sets", [(0,), (mask("tenant"),), (mask("provider", "model"), 0), GROUPING_SETS])
+def test_the_select_takes_any_grouping_sets(project: Project, grouping_sets: tuple[int, ...]) -> None:
+    """The query layer asks for the one grouping set a question needs."""
+    t = Trace(HOUR)
+    root = t.root(tenant="acme", feature="chat")
+    t.llm(parent=root)
+    insert_spans(project.pk, t.spans)
+    with connection.cursor() as cur:
+        cur.execute(
+            compute.rollup_rows_sql(grouping_sets), compute.rollup_params([project.pk], HOUR, HOUR + timedelta(hours=1))
+        )
+        names = [column.name for column in cur.description]
+        got = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    assert tuple(names) == compute.ROLLUP_COLUMNS
+    assert sorted(row["grouping"] for row in got) == sorted(grouping_sets)
+    for row in got:
+        assert (row["requests"], row["tasks"]) == (1, 1)
+        assert (row["tenant"] is None) == (not row["grouping"] & mask("tenant"))

@@ -189,7 +189,7 @@ def _in_thread(target, *args: Any) -> tuple[threading.Thread, list[Any]]:
     def run() -> None:
         try:
             outcome.append(target(*args))
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:
             outcome.append(exc)
         finally:
             connections.close_all()
@@ -269,3 +269,24 @@ def test_a_note_committed_after_the_read_survives(project: Project) -> None:
     with connection.cursor() as cur:
         cur.execute("SELECT count(*) FROM rollups_dirtyhour")
         assert cur.fetchone()[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_root_in_another_hour_re_notes_the_hours_of_its_trace(project: Project) -> None:
+    """The root starts before the top of the hour and arrives after the call under it, whose
+    hour was already rolled up: recomputing the root's hour notes the call's hour again."""
+    t = Trace(HOUR - timedelta(seconds=1))
+    root = t.root(tenant="acme", feature="chat")
+    t.llm(parent=root, at_ms=2000)  # 10:00:01
+    call = t.spans[1]
+    insert_spans(project.pk, [call])
+    assert rollup_pending() == 1
+    assert one(project.pk, requests=1).tenant == ""
+    insert_spans(project.pk, [root])  # notes 09:00 only
+    assert list(DirtyHour.objects.values_list("hour", flat=True)) == [HOUR - timedelta(hours=1)]
+    assert rollup_pending() == 1  # 09:00, which notes 10:00
+    assert list(DirtyHour.objects.values_list("hour", flat=True)) == [HOUR]
+    assert rollup_pending() == 1  # 10:00: nothing new arrived there, so nothing more is noted
+    assert DirtyHour.objects.count() == 0
+    row = one(project.pk, requests=1)
+    assert (row.bucket, row.tenant, row.feature) == (HOUR, "acme", "chat")

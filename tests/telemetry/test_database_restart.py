@@ -9,7 +9,6 @@ ends up stored exactly once.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,15 +29,10 @@ from opentelemetry.trace import SpanKind
 
 from observatory import embedded
 from tests.otlp_helpers import LLM_ATTRIBUTES, make_traces, protobuf_body
+from tests.support.servers import gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -58,34 +52,15 @@ def private_postgres() -> Iterator[tuple[Path, str]]:
 @pytest.fixture
 def receiver(private_postgres: tuple[Path, str]) -> Iterator[tuple[str, str, Path, str]]:
     datadir, url = private_postgres
-    env = {**os.environ, "DATABASE_URL": url, "DB_CONN_MAX_AGE": "60", "INGEST_RETRY_AFTER_SECONDS": "1"}
+    env = {**os.environ, "DATABASE_URL": url}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     key = subprocess.run(
         [sys.executable, "manage.py", "create_ingest_key", "restart-test"],
         cwd=ROOT, env=env, check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
-    port = _free_port()
     log_path = datadir.parent / f"{datadir.name}-gunicorn.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "observatory.wsgi", "--bind", f"127.0.0.1:{port}",
-             "--workers", "1", "--threads", "4", "--access-logfile", "-"],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}", key, datadir, url
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with gunicorn(url, log_path, DB_CONN_MAX_AGE="60", INGEST_RETRY_AFTER_SECONDS="1") as base_url:
+        yield base_url, key, datadir, url
     log_path.unlink(missing_ok=True)
 
 

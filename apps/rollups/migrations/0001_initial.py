@@ -6,71 +6,139 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DirtyHour',
+            name="DirtyHour",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('hour', models.DateTimeField()),
-                ('noted_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, to='accounts.project')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("hour", models.DateTimeField()),
+                ("noted_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        db_constraint=False, on_delete=django.db.models.deletion.CASCADE, to="accounts.project"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['hour', 'project'], name='dirty_hour_read')],
+                "indexes": [models.Index(fields=["hour", "project"], name="dirty_hour_read")],
             },
         ),
         migrations.CreateModel(
-            name='RollupHour',
+            name="RollupHour",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('bucket', models.DateTimeField(help_text='start of the UTC hour')),
-                ('grouping', models.SmallIntegerField(help_text='bitmask of DIMENSIONS this row is grouped by')),
-                ('tenant', models.TextField(null=True)),
-                ('feature', models.TextField(null=True)),
-                ('provider', models.TextField(null=True)),
-                ('model', models.TextField(null=True)),
-                ('service', models.TextField(null=True)),
-                ('requests', models.IntegerField(default=0)),
-                ('errors', models.IntegerField(default=0)),
-                ('errors_by_type', models.JSONField(default=dict)),
-                ('retries', models.IntegerField(default=0)),
-                ('input_tokens', models.BigIntegerField(default=0)),
-                ('cache_read_tokens', models.BigIntegerField(default=0)),
-                ('cache_write_tokens', models.BigIntegerField(default=0)),
-                ('output_tokens', models.BigIntegerField(default=0)),
-                ('reasoning_tokens', models.BigIntegerField(default=0)),
-                ('tokens_unknown', models.IntegerField(default=0, help_text='calls whose input or output count is unknown')),
-                ('cost_usd', models.DecimalField(decimal_places=10, default=0, max_digits=24)),
-                ('cost_unknown', models.IntegerField(default=0, help_text='calls whose cost is unknown')),
-                ('cache_savings_usd', models.DecimalField(decimal_places=10, default=0, max_digits=24)),
-                ('semantic_cache_lookups', models.IntegerField(default=0)),
-                ('semantic_cache_hits', models.IntegerField(default=0)),
-                ('tasks', models.IntegerField(default=0)),
-                ('successful_tasks', models.IntegerField(default=0)),
-                ('generation_tokens', models.BigIntegerField(default=0)),
-                ('generation_ms', models.FloatField(default=0)),
-                ('e2e_ms_idx', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('e2e_ms_cnt', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('ttft_ms_idx', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('ttft_ms_cnt', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('tpot_ms_idx', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('tpot_ms_cnt', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('queue_ms_idx', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('queue_ms_cnt', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('output_tokens_idx', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('output_tokens_cnt', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), default=list, size=None)),
-                ('project', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, to='accounts.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("bucket", models.DateTimeField(help_text="start of the UTC hour")),
+                ("grouping", models.SmallIntegerField(help_text="bitmask of DIMENSIONS this row is grouped by")),
+                ("tenant", models.TextField(null=True)),
+                ("feature", models.TextField(null=True)),
+                ("provider", models.TextField(null=True)),
+                ("model", models.TextField(null=True)),
+                ("service", models.TextField(null=True)),
+                ("requests", models.IntegerField(default=0)),
+                ("errors", models.IntegerField(default=0)),
+                ("errors_by_type", models.JSONField(default=dict)),
+                ("retries", models.IntegerField(default=0)),
+                ("input_tokens", models.BigIntegerField(default=0)),
+                ("cache_read_tokens", models.BigIntegerField(default=0)),
+                ("cache_write_tokens", models.BigIntegerField(default=0)),
+                ("output_tokens", models.BigIntegerField(default=0)),
+                ("reasoning_tokens", models.BigIntegerField(default=0)),
+                (
+                    "tokens_unknown",
+                    models.IntegerField(default=0, help_text="calls whose input or output count is unknown"),
+                ),
+                ("cost_usd", models.DecimalField(decimal_places=10, default=0, max_digits=24)),
+                ("cost_unknown", models.IntegerField(default=0, help_text="calls whose cost is unknown")),
+                ("cache_savings_usd", models.DecimalField(decimal_places=10, default=0, max_digits=24)),
+                ("semantic_cache_lookups", models.IntegerField(default=0)),
+                ("semantic_cache_hits", models.IntegerField(default=0)),
+                ("tasks", models.IntegerField(default=0)),
+                ("successful_tasks", models.IntegerField(default=0)),
+                ("generation_tokens", models.BigIntegerField(default=0)),
+                ("generation_ms", models.FloatField(default=0)),
+                (
+                    "e2e_ms_idx",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "e2e_ms_cnt",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "ttft_ms_idx",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "ttft_ms_cnt",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "tpot_ms_idx",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "tpot_ms_cnt",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "queue_ms_idx",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "queue_ms_cnt",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "output_tokens_idx",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "output_tokens_cnt",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.IntegerField(), default=list, size=None
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        db_constraint=False, on_delete=django.db.models.deletion.CASCADE, to="accounts.project"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['project', 'grouping', 'bucket'], name='rollup_hour_read')],
-                'constraints': [models.UniqueConstraint(fields=('project', 'bucket', 'grouping', 'tenant', 'feature', 'provider', 'model', 'service'), name='rollup_hour_identity', nulls_distinct=False)],
+                "indexes": [models.Index(fields=["project", "grouping", "bucket"], name="rollup_hour_read")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("project", "bucket", "grouping", "tenant", "feature", "provider", "model", "service"),
+                        name="rollup_hour_identity",
+                        nulls_distinct=False,
+                    )
+                ],
             },
         ),
     ]

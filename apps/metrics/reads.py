@@ -1,0 +1,157 @@
+"""Reading what a plan names: rollup sums and distributions, and raw pieces.
+
+Each query reads in one snapshot: outside a caller's transaction run_query opens a
+REPEATABLE READ, READ ONLY one, so the noted hours it plans around, the rollup rows and the
+raw spans it reads are all as of one moment, even while the runner replaces hours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from django.db import connection, transaction
+from psycopg.adapt import Loader
+
+from apps.metrics import sql
+from apps.metrics.plan import RawPiece, ReadPlan
+from apps.rollups.models import GROUPING_SETS
+
+# For the query's statements only (SET LOCAL, like the rollup runner): the raw pieces run the
+# rollup's large query, whose JIT compilation costs more than it runs, and its sorts and
+# hashes want more than the default 4MB.
+WORK_MEM = "64MB"
+
+
+@contextmanager
+def snapshot() -> Iterator[None]:
+    """The transaction a query reads in, with the statement settings below."""
+    if connection.in_atomic_block:
+        # The caller's transaction and its snapshot rules; no savepoint to pay for.
+        with transaction.atomic(savepoint=False), connection.cursor() as cur:
+            cur.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)", [WORK_MEM])
+            yield
+        return
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cur.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)", [WORK_MEM])
+        yield
+
+
+class _Int4ArrayAsNumpy(Loader):
+    """int4[] in binary straight into a numpy array: each element is a 4-byte length and a
+    4-byte big-endian value after the header (ndim, flags, element type, ndim x (size, lower
+    bound)). No Python int is made per element."""
+
+    format = psycopg.pq.Format.BINARY
+
+    def load(self, data: Any) -> np.ndarray:
+        ndim = int.from_bytes(data[0:4], "big")
+        if ndim == 0:
+            return np.empty(0, dtype=np.int64)
+        return np.frombuffer(data, dtype=">i4", offset=12 + 8 * ndim)[1::2].astype(np.int64)
+
+
+_INT4_ARRAY_OID = 1007
+
+
+def _binary_cursor() -> psycopg.Cursor[Any]:
+    """A server-side-binding cursor on Django's connection (and so in its transaction): Django's
+    own cursors bind client-side, and those cannot fetch binary results."""
+    connection.ensure_connection()
+    cursor = psycopg.Cursor(connection.connection)
+    cursor.adapters.register_loader(_INT4_ARRAY_OID, _Int4ArrayAsNumpy)
+    return cursor
+
+
+def rollup_sums(
+    plan: ReadPlan,
+    granularity: str | None,
+    group_by: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+    sums: Sequence[str],
+    breakdown: bool,
+) -> list[tuple[Any, ...]]:
+    """(t, *dims, *sums[, errors_by_type]) per output row, from the plan's rollup hours."""
+    filtered = sorted(filters, key=sql.DIMENSIONS.index)
+    with connection.cursor() as cur:
+        cur.execute(
+            sql.sums_sql(plan, granularity, group_by, filtered, sums, breakdown), sql.rollup_params(plan, filters)
+        )
+        rows = cur.fetchall()
+    if breakdown:
+        # Django's psycopg setup hands jsonb over as text (JSONField decodes it itself).
+        rows = [(*row[:-1], json.loads(row[-1]) if isinstance(row[-1], str) else (row[-1] or {})) for row in rows]
+    return rows
+
+
+def rollup_distributions(
+    plan: ReadPlan,
+    granularity: str | None,
+    group_by: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+    dists: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """(t, *dims, idx, cnt, idx, cnt, ...) per rollup row, arrays as numpy int64."""
+    filtered = sorted(filters, key=sql.DIMENSIONS.index)
+    with _binary_cursor() as cur:
+        cur.execute(
+            sql.distributions_sql(plan, granularity, group_by, filtered, dists),
+            sql.rollup_params(plan, filters),
+            binary=True,
+        )
+        return cur.fetchall()
+
+
+def raw_rows(piece: RawPiece, grouping_sets: Sequence[int]) -> list[dict[str, Any]]:
+    """RollupHour-shaped rows computed from the spans of one raw piece, arrays as numpy.
+
+    Not prepared: each execution is planned with its own bounds, so the day partitions
+    outside the attribution window are pruned at plan time (compute.rollup_params)."""
+    from apps.rollups.compute import rollup_params
+
+    with _binary_cursor() as cur:
+        params = rollup_params(piece.project_ids, piece.start, piece.end)
+        cur.execute(sql.raw_rollup_sql(tuple(grouping_sets)), params, binary=True, prepare=False)
+        assert cur.description is not None
+        names = [column.name for column in cur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    for row in rows:
+        errors = row["errors_by_type"]
+        if isinstance(errors, bytes | str):
+            row["errors_by_type"] = json.loads(errors)
+    return rows
+
+
+@dataclass
+class SharedReads:
+    """Raw pieces rolled up once for several queries.
+
+    A page, an API batch or an email asks several questions of the same range, and each reads
+    the open hour (and any partial or noted hour) from raw spans. Pass one SharedReads to
+    each run_query: a piece is then rolled up once, for all the grouping sets named here at
+    once (about the cost of one: the trace attribution dominates), and each query takes its
+    set's rows; a set not named is rolled up when first asked for. Make one per page render
+    (query.shared_reads_for names the sets of a page's queries): it keeps the rows as they
+    were when first read.
+    """
+
+    grouping_sets: tuple[int, ...] = GROUPING_SETS
+    pieces: dict[tuple[tuple[int, ...], datetime, datetime], dict[int, list[dict[str, Any]]]] = field(
+        default_factory=dict
+    )
+
+    def rows(self, piece: RawPiece, grouping: int) -> list[dict[str, Any]]:
+        by_grouping = self.pieces.setdefault((piece.project_ids, piece.start, piece.end), {})
+        if grouping not in by_grouping:
+            wanted = (grouping,) if by_grouping else tuple(dict.fromkeys((*self.grouping_sets, grouping)))
+            by_grouping.update({each: [] for each in wanted})
+            for row in raw_rows(piece, wanted):
+                by_grouping[row["grouping"]].append(row)
+        return by_grouping[grouping]
