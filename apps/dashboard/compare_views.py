@@ -33,6 +33,9 @@ from django.views.decorators.http import require_GET
 from apps.accounts.access import scope_for
 from apps.dashboard import charts
 from apps.dashboard.charts import Chart
+from apps.dashboard.page_reads import current as current_reads
+from apps.dashboard.page_reads import page_reads
+from apps.dashboard.page_reads import query as page_query
 from apps.dashboard.panels import change
 from apps.dashboard.params import (
     MAX_RANGE,
@@ -45,7 +48,7 @@ from apps.dashboard.params import (
 from apps.dashboard.templatetags.humanize_cost import ms, percent, usd
 from apps.dashboard.views import empty_state_context, table_csv
 from apps.metrics.distributions import merged_distributions
-from apps.metrics.query import FILTER_FIELDS, Filters, Query, Scope, run_query
+from apps.metrics.query import FILTER_FIELDS, Filters, Query, Scope
 from apps.rollups.sketch import LOG_GAMMA
 
 # kind -> (what one side is, plural for the picker). Every kind but "range" is a dimension.
@@ -223,7 +226,7 @@ def _options(kind: str, params: ViewParams, scope: Scope) -> list[Option]:
     group_by = ("provider", "model") if kind == "model" else (kind,)
     query = Query(("requests",), params.start, params.end, params.query_filters(), group_by=group_by)
     options: dict[str, Option] = {}
-    for row in run_query(query, scope).rows:
+    for row in page_query(query, scope).rows:
         value = _model_value(row["provider"], row["model"]) if kind == "model" else row[kind]
         if not value or not row["requests"]:
             continue  # the unattributed "" cannot travel in a URL as a choice
@@ -277,7 +280,7 @@ _KNOWN_PROVIDERS = _known_providers()
 
 
 def side_figures(side: Side, scope: Scope) -> dict[str, Any]:
-    rows = run_query(Query(METRICS, side.start, side.end, side.filters), scope).rows
+    rows = page_query(Query(METRICS, side.start, side.end, side.filters), scope).rows
     return rows[0] if rows else {}
 
 
@@ -368,7 +371,9 @@ def distributions(choice: Choice, scope: Scope) -> dict[str, dict[str, tuple[np.
     assert choice.a and choice.b
     found: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {dist: {} for dist in HISTOGRAMS}
     for side in (choice.a, choice.b):
-        for dist, pair in merged_distributions(HISTOGRAMS, side.start, side.end, side.filters, scope).items():
+        for dist, pair in merged_distributions(
+            HISTOGRAMS, side.start, side.end, side.filters, scope, shared=current_reads()
+        ).items():
             found[dist][side.title] = pair
     return found
 
@@ -443,6 +448,7 @@ def ttft_percentiles_chart(choice: Choice, a: dict[str, Any], b: dict[str, Any])
 
 @require_GET
 @login_required
+@page_reads
 def compare(request: HttpRequest) -> HttpResponse:
     scope = scope_for(request.user)
     try:

@@ -24,6 +24,8 @@ from django.views.decorators.http import require_GET
 
 from apps.accounts.access import scope_for
 from apps.dashboard import panels
+from apps.dashboard.page_reads import current as current_reads
+from apps.dashboard.page_reads import page_reads
 from apps.dashboard.params import BadParameter, ViewParams, filter_bar_context, parse_params
 from apps.dashboard.views import empty_state_context, table_csv
 from apps.metrics.query import Scope, SharedReads
@@ -199,7 +201,7 @@ def _detail_page(request: HttpRequest, subject: Subject) -> HttpResponse:
         "list_qs": base.querystring(),
     }
     if head.has_data:
-        shared = SharedReads()
+        shared = current_reads()
         context["charts"] = [
             panels.cost_by(params, scope, kind.cost_by),
             panels.traffic_over_time(params, scope),
@@ -225,35 +227,41 @@ def _detail_page(request: HttpRequest, subject: Subject) -> HttpResponse:
 
 @login_required
 @require_GET
+@page_reads
 def features(request: HttpRequest) -> HttpResponse:
     return _list_page(request, "feature")
 
 
 @login_required
 @require_GET
+@page_reads
 def tenants(request: HttpRequest) -> HttpResponse:
     return _list_page(request, "tenant")
 
 
 @login_required
 @require_GET
+@page_reads
 def models(request: HttpRequest) -> HttpResponse:
     return _list_page(request, "model")
 
 
 @login_required
 @require_GET
+@page_reads
 def feature_detail(request: HttpRequest, name: str) -> HttpResponse:
     return _detail_page(request, Subject(KINDS["feature"], (name,)))
 
 
 @login_required
 @require_GET
+@page_reads
 def tenant_detail(request: HttpRequest, name: str) -> HttpResponse:
     return _detail_page(request, Subject(KINDS["tenant"], (name,)))
 
 
 @login_required
 @require_GET
+@page_reads
 def model_detail(request: HttpRequest, provider: str, model: str) -> HttpResponse:
     return _detail_page(request, Subject(KINDS["model"], (provider, model)))

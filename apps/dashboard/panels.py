@@ -13,9 +13,10 @@ from typing import Any
 
 from apps.dashboard import charts
 from apps.dashboard.charts import Chart
+from apps.dashboard.page_reads import query as page_query
 from apps.dashboard.params import ViewParams
 from apps.metrics.distributions import coarsen, merged_distributions
-from apps.metrics.query import Query, Scope, SharedReads, run_query
+from apps.metrics.query import Query, Scope, SharedReads
 
 HEADLINE_METRICS = (
     "cost_usd",
@@ -45,7 +46,7 @@ COMPARED = ("cost_usd", "requests", "error_rate", "e2e_ms_p99", "ttft_ms_p95", "
 def _query(params: ViewParams, scope: Scope, metrics: tuple[str, ...], **kwargs: Any) -> list[dict[str, Any]]:
     start, end = kwargs.pop("range", (params.start, params.end))
     query = Query(metrics=metrics, start=start, end=end, filters=params.query_filters(), **kwargs)
-    return run_query(query, scope).rows
+    return page_query(query, scope).rows
 
 
 def change(current: Any, previous: Any) -> float | None:
@@ -203,7 +204,7 @@ def _run(
 ) -> list[dict[str, Any]]:
     start, end = kwargs.pop("range", (params.start, params.end))
     query = Query(metrics=metrics, start=start, end=end, filters=params.query_filters(), **kwargs)
-    return run_query(query, scope, shared=shared).rows
+    return page_query(query, scope, shared).rows
 
 
 def breakdown(

@@ -32,9 +32,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from apps.accounts.access import scope_for
+from apps.dashboard.page_reads import page_reads
+from apps.dashboard.page_reads import query as page_query
 from apps.dashboard.params import BadParameter, ViewParams, filter_bar_context, parse_params
 from apps.dashboard.views import table_csv
-from apps.metrics.query import Query, Scope, run_query
+from apps.metrics.query import Query, Scope
 from apps.pricing.models import Price
 from apps.pricing.providers import canonical_provider, is_self_hosted
 from apps.pricing.services import PriceBook
@@ -151,7 +153,7 @@ def unpriced_listing(params: ViewParams, scope: Scope, book: PriceBook | None = 
         granularity=granularity,
     )
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
-    for bucket in run_query(query, scope).rows:
+    for bucket in page_query(query, scope).rows:
         pair = pairs.setdefault(
             (bucket["provider"] or "", bucket["model"] or ""),
             {"provider": bucket["provider"] or "", "model": bucket["model"] or "", "cost_unknown_requests": 0,
@@ -200,6 +202,7 @@ def add_price_hints(rows: list[dict[str, Any]], *, staff: bool, today: datetime)
 
 @require_GET
 @login_required
+@page_reads
 def prices(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     try:

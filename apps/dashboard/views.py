@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET
 from apps.accounts.access import scope_for
 from apps.accounts.models import IngestKey
 from apps.dashboard import panels
+from apps.dashboard.page_reads import page_reads
 from apps.dashboard.params import BadParameter, filter_bar_context, parse_params
 
 
@@ -45,6 +46,7 @@ def empty_state_context(request: HttpRequest) -> dict[str, Any]:
 
 
 @login_required
+@page_reads
 def overview(request: HttpRequest) -> HttpResponse:
     try:
         params = parse_params(request.GET)

@@ -12,7 +12,7 @@ read. A recompute is idempotent, so running it twice, or after a worker was kill
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -146,25 +146,30 @@ def recompute_hours(project_id: int, hours: Iterable[datetime]) -> int:
     return done
 
 
-def pending_hours(limit: int) -> list[tuple[int, datetime]]:
-    """The oldest noted (project, hour) pairs (dirty_hour_read serves the ORDER BY)."""
+def pending_hours(limit: int, skip: Collection[tuple[int, datetime]] = ()) -> list[tuple[int, datetime]]:
+    """The oldest noted (project, hour) pairs but those in `skip` (dirty_hour_read serves the
+    GROUP BY and ORDER BY, and the LIMIT stops the index scan early)."""
     with connection.cursor() as cur:
         cur.execute(
             "SELECT project_id, hour FROM rollups_dirtyhour GROUP BY hour, project_id ORDER BY hour, project_id "
             "LIMIT %s",
-            [limit],
+            [limit + len(skip)],
         )
-        return [(project_id, hour) for project_id, hour in cur.fetchall()]
+        pairs = [(project_id, hour) for project_id, hour in cur.fetchall() if (project_id, hour) not in skip]
+    return pairs[:limit]
+
+
+def recompute_pending(limit: int = 100, skip: Collection[tuple[int, datetime]] = ()) -> list[tuple[int, datetime]]:
+    """Recompute up to `limit` noted hours, oldest first, but those in `skip` and those
+    another worker holds. Returns the (project, hour) pairs recomputed."""
+    return [(project_id, hour) for project_id, hour in pending_hours(limit, skip)
+            if _recompute_hour(project_id, hour, wait=False)]  # fmt: skip
 
 
 def rollup_pending(limit: int = 100) -> int:
     """Recompute up to `limit` noted hours, oldest first, skipping those another worker
     holds. Returns how many hours were recomputed (0: nothing left that is free)."""
-    done = 0
-    for project_id, hour in pending_hours(limit):
-        if _recompute_hour(project_id, hour, wait=False):
-            done += 1
-    return done
+    return len(recompute_pending(limit))
 
 
 def _project_ids() -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
 from celery import shared_task
 from django.db import OperationalError
@@ -30,14 +31,19 @@ SWEEP_BATCH_HOURS = 50
 )
 def rollup_pending_task(budget_seconds: float = SWEEP_BUDGET_SECONDS) -> int:
     """Recompute the noted hours, oldest first, batch after batch, until none is left that
-    no other worker holds or the time budget is spent. Returns the hours recomputed."""
+    no other worker holds or the time budget is spent. Returns the hours recomputed.
+
+    Each (project, hour) is recomputed once per sweep: the current hour is noted again by
+    every ingest batch, and recomputing it in a loop would keep a worker busy for the whole
+    budget every trigger. Its new notes wait for the next trigger.
+    """
     deadline = time.monotonic() + budget_seconds
-    done = 0
+    done: set[tuple[int, datetime]] = set()
     while time.monotonic() < deadline:
-        batch = runner.rollup_pending(limit=SWEEP_BATCH_HOURS)
-        done += batch
-        if batch == 0:
+        batch = runner.recompute_pending(limit=SWEEP_BATCH_HOURS, skip=done)
+        if not batch:
             break
+        done.update(batch)
     if done:
-        log.info("recomputed %s noted hours", done)
-    return done
+        log.info("recomputed %s noted hours", len(done))
+    return len(done)

@@ -159,25 +159,44 @@ def test_the_task_sweeps_until_nothing_is_left(project: Project, monkeypatch: py
 
 
 @pytest.mark.django_db
+def test_the_task_recomputes_each_hour_once_per_sweep(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest notes the current hour again while a sweep recomputes it: the sweep does not
+    go round that hour until its budget is spent; the next sweep takes the new note."""
+    insert_spans(project.pk, call_traces(HOUR, 1))
+    real_replace = runner._replace_rows
+
+    def replace_while_ingest_goes_on(cur, project_ids, start, end):  # type: ignore[no-untyped-def]
+        written = real_replace(cur, project_ids, start, end)
+        cur.execute(
+            "INSERT INTO rollups_dirtyhour (project_id, hour, noted_at) VALUES (%s, %s, now())", [project.pk, HOUR]
+        )
+        return written
+
+    monkeypatch.setattr(runner, "_replace_rows", replace_while_ingest_goes_on)
+    assert tasks.rollup_pending_task.apply().get() == 1
+    assert DirtyHour.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_the_task_retries_a_lost_connection_only(monkeypatch: pytest.MonkeyPatch) -> None:
     attempts = []
 
-    def flaky(limit: int) -> int:
+    def flaky(limit: int, skip: object = ()) -> list[Any]:
         attempts.append(limit)
         if len(attempts) == 1:
             raise OperationalError("server closed the connection unexpectedly")
-        return 0
+        return []
 
-    monkeypatch.setattr(runner, "rollup_pending", flaky)
+    monkeypatch.setattr(runner, "recompute_pending", flaky)
     assert tasks.rollup_pending_task.apply().get() == 0
     assert len(attempts) == 2
     assert tasks.rollup_pending_task.max_retries == 5
     assert tasks.rollup_pending_task.autoretry_for == (OperationalError,)
 
-    def broken(limit: int) -> int:
+    def broken(limit: int, skip: object = ()) -> list[Any]:
         raise ValueError("a bug is not retried")
 
-    monkeypatch.setattr(runner, "rollup_pending", broken)
+    monkeypatch.setattr(runner, "recompute_pending", broken)
     assert tasks.rollup_pending_task.apply().state == "FAILURE"
 
 
