@@ -1,0 +1,157 @@
+"""Server time of every dashboard page at N spans over 30 days.
+
+    python3 run.py bench pages [--spans N] [--reuse]
+
+Uses the database bench/query.py builds (observatory_bench_query: N spans over 30 days and
+N / 10 over the 30 days before, loaded with COPY and rolled up; default N = 10,000,000).
+`--reuse` takes it as a previous `bench query` or `bench pages` run left it. "Now" is the
+last span loaded, so the current hour is open and read from raw spans, as in production.
+
+Each page is requested through Django's full request handling (middleware, login session,
+templates, Plotly figures), in process, so the figure is server time without the network:
+once to warm, then `--runs` times; p50 and p95 are printed per page. The traces explorer's
+filtered search (tenant + model + latency above a value) is reported on its own line.
+
+The last line is `worst_page_p95_ms=<number>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.query import DAYS, prepare_database  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=10_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--reuse", action="store_true", help="use the loaded, rolled-up bench database as it is")
+    args = parser.parse_args()
+
+    base_url = os.environ.get("DATABASE_URL")
+    if not base_url:
+        from observatory import embedded
+
+        base_url = embedded.postgres_url()
+    bench_url, fresh = prepare_database(base_url, args.reuse)
+    os.environ["DATABASE_URL"] = bench_url
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "observatory.settings")
+    os.environ.setdefault("ALLOWED_HOSTS", "testserver")
+
+    import django
+
+    django.setup()
+
+    import time_machine
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+
+    from apps.accounts.models import Project
+    from apps.rollups import runner
+    from bench._spans import DEFAULT_START, load_spans
+
+    data_start = DEFAULT_START
+    if fresh:
+        call_command("migrate", verbosity=0)
+        project = Project.objects.create(name="bench")
+        connection.ensure_connection()
+        began = time.perf_counter()
+        load_spans(connection.connection, args.spans, DAYS, args.seed, project_ids=(project.pk,), start=data_start)
+        load_spans(connection.connection, args.spans // 10, DAYS, args.seed + 1, project_ids=(project.pk,),
+                   start=data_start - timedelta(days=DAYS))  # fmt: skip
+        print(f"loaded in {time.perf_counter() - began:.0f} s")
+        began = time.perf_counter()
+        runner.rollup_range(data_start - timedelta(days=DAYS), data_start + timedelta(days=DAYS))
+        with connection.cursor() as cur:
+            cur.execute("VACUUM ANALYZE rollups_rolluphour")
+        print(f"rolled up in {time.perf_counter() - began:.0f} s")
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT max(start_time), count(*) FROM telemetry_span WHERE start_time >= %s", [data_start])
+        last, spans = cur.fetchone()
+        cur.execute(
+            "SELECT feature, tenant, count(*) FROM telemetry_span WHERE parent_span_id IS NULL "
+            "AND start_time >= %s AND feature IS NOT NULL AND tenant IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 1",
+            [last - timedelta(days=1)],
+        )
+        feature, tenant, _ = cur.fetchone()
+        cur.execute(
+            "SELECT provider, request_model FROM telemetry_span WHERE is_llm AND start_time >= %s "
+            "AND provider IS NOT NULL AND request_model IS NOT NULL GROUP BY 1, 2 ORDER BY count(*) DESC LIMIT 1",
+            [last - timedelta(days=1)],
+        )
+        provider, model = cur.fetchone()
+        cur.execute(
+            "SELECT trace_id FROM telemetry_span WHERE parent_span_id IS NULL AND start_time >= %s LIMIT 1",
+            [last - timedelta(hours=6)],
+        )
+        trace_hex = cur.fetchone()[0].hex
+    print(f"{spans:,} spans over the {DAYS} days; now = {last:%Y-%m-%d %H:%M} UTC (its hour is open)")
+
+    user_model = get_user_model()
+    user = user_model.objects.filter(username="bench-lead").first() or user_model.objects.create_user(
+        "bench-lead", password="bench-pw-123", is_staff=True
+    )
+    client = Client()
+    client.force_login(user)
+
+    pages: list[tuple[str, str]] = [
+        ("overview 7d", "/?range=7d"),
+        ("overview 30d + compare", "/?range=30d&compare=1"),
+        ("overview 24h", "/?range=24h"),
+        ("features 30d", "/features/?range=30d"),
+        ("tenants 30d", "/tenants/?range=30d"),
+        ("models 30d", "/models/?range=30d"),
+        ("feature detail 30d", f"/features/{feature}/?range=30d"),
+        ("tenant detail 30d", f"/tenants/{tenant}/?range=30d"),
+        ("model detail 30d", f"/models/{provider}/{model}/?range=30d"),
+        ("compare features 30d", f"/compare/?kind=feature&a={feature}&b=summarize&range=30d"),
+        ("prices", "/prices/?range=30d"),
+        ("traces 7d", "/traces/?range=7d"),
+        ("trace detail", f"/traces/{trace_hex}/"),
+    ]
+    search = ("traces filtered search 30d", f"/traces/?range=30d&tenant={tenant}&model={model}&min_ms=2000")
+
+    results: dict[str, tuple[float, float]] = {}
+    with time_machine.travel(last + timedelta(seconds=1), tick=True):
+        for name, path in [*pages, search]:
+            results[name] = _time_page(client, path, args.runs)
+    print(f"machine: {os.cpu_count()} cores; {args.runs} runs per page after one warm-up")
+    for name, (p50, p95) in results.items():
+        print(f"{name:32s} p50 {p50:7.0f} ms   p95 {p95:7.0f} ms")
+    print(f"traces_search_p95_ms={results[search[0]][1]:.0f}")
+    worst = max(results[name][1] for name, _ in pages)
+    print(f"worst_page_p95_ms={worst:.0f}")
+
+
+def _time_page(client: Any, path: str, runs: int) -> tuple[float, float]:
+    response = client.get(path)
+    if response.status_code != 200:
+        raise SystemExit(f"{path}: HTTP {response.status_code}")
+    took = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        response = client.get(path)
+        took.append((time.perf_counter() - began) * 1000)
+        assert response.status_code == 200
+    took.sort()
+    return statistics.median(took), took[max(0, round(0.95 * len(took)) - 1)]
+
+
+if __name__ == "__main__":
+    main()
