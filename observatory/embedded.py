@@ -33,7 +33,7 @@ def postgres_url(datadir: Path | None = None) -> str:
 
 def pg_ctl(datadir: Path, *args: str) -> None:
     """Run the embedded PostgreSQL's pg_ctl on a data directory (as pgserver's user under root)."""
-    from pgserver._commands import pg_ctl as run_pg_ctl
+    from pgserver._commands import pg_ctl as run_pg_ctl  # type: ignore[attr-defined]  # made at import time
 
     run_pg_ctl(list(args), pgdata=datadir, user="pgserver" if os.geteuid() == 0 else None, timeout=60)
 

@@ -32,13 +32,18 @@ class Project(models.Model):
         return self.name
 
 
-class IngestKeyQuerySet(models.QuerySet["IngestKey"]):
-    def active(self) -> IngestKeyQuerySet:
+class SecretKeyQuerySet(models.QuerySet):  # type: ignore[type-arg]
+    def active(self) -> SecretKeyQuerySet:
         return self.filter(revoked_at__isnull=True)
 
 
-class IngestKey(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="ingest_keys")
+class SecretKey(models.Model):
+    """A bearer secret stored only as its hash; the plaintext is shown once, at creation."""
+
+    # What every secret of the kind starts with, and how much of it admin shows.
+    secret_prefix = ""
+    shown_chars = 10
+
     name = models.CharField(max_length=200)
     # The first characters of the key, shown in admin so a person can tell keys apart.
     prefix = models.CharField(max_length=16, editable=False)
@@ -46,17 +51,32 @@ class IngestKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    objects = IngestKeyQuerySet.as_manager()
+    objects = SecretKeyQuerySet.as_manager()
 
-    def __str__(self) -> str:
-        return f"{self.project} / {self.name} ({self.prefix}…)"
+    class Meta:
+        abstract = True
 
     def set_new_secret(self) -> str:
         """Give this key a fresh secret and return its plaintext, which is shown once and never stored."""
-        plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-        self.prefix = plaintext[:10]
+        plaintext = self.secret_prefix + secrets.token_urlsafe(32)
+        self.prefix = plaintext[: self.shown_chars]
         self.key_hash = hash_key(plaintext)
         return plaintext
+
+    @classmethod
+    def active_with_secret(cls, plaintext: str) -> SecretKeyQuerySet:
+        if not plaintext or len(plaintext) > 200:
+            return cls.objects.none()
+        return cls.objects.active().filter(key_hash=hash_key(plaintext))
+
+
+class IngestKey(SecretKey):
+    secret_prefix = KEY_PREFIX
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="ingest_keys")
+
+    def __str__(self) -> str:
+        return f"{self.project} / {self.name} ({self.prefix}…)"
 
     @classmethod
     def issue(cls, project: Project, name: str) -> tuple[IngestKey, str]:
@@ -67,9 +87,7 @@ class IngestKey(models.Model):
 
     @classmethod
     def authenticate(cls, plaintext: str) -> IngestKey | None:
-        if not plaintext or len(plaintext) > 200:
-            return None
-        return cls.objects.active().select_related("project").filter(key_hash=hash_key(plaintext)).first()
+        return cls.active_with_secret(plaintext).select_related("project").first()
 
 
 # Read keys are told apart from ingest keys at a glance (and in leaked-secret scanners).
@@ -110,33 +128,17 @@ class TenantAccess(models.Model):
         self.tenants = sorted({tenant.strip() for tenant in self.tenants if tenant.strip()})
 
 
-class ReadKeyQuerySet(models.QuerySet["ReadKey"]):
-    def active(self) -> ReadKeyQuerySet:
-        return self.filter(revoked_at__isnull=True)
-
-
-class ReadKey(models.Model):
+class ReadKey(SecretKey):
     """A key for the read-only JSON API. It acts as its user, with that user's tenant scope,
     so revoking the user's access (or deactivating the user) also stops the key."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_keys")
-    name = models.CharField(max_length=200)
-    prefix = models.CharField(max_length=16, editable=False)
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    secret_prefix = READ_KEY_PREFIX
+    shown_chars = 12
 
-    objects = ReadKeyQuerySet.as_manager()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_keys")
 
     def __str__(self) -> str:
         return f"{self.user} / {self.name} ({self.prefix}…)"
-
-    def set_new_secret(self) -> str:
-        """Give this key a fresh secret and return its plaintext, which is shown once and never stored."""
-        plaintext = READ_KEY_PREFIX + secrets.token_urlsafe(32)
-        self.prefix = plaintext[:12]
-        self.key_hash = hash_key(plaintext)
-        return plaintext
 
     @classmethod
     def issue(cls, user: User, name: str) -> tuple[ReadKey, str]:
@@ -148,11 +150,4 @@ class ReadKey(models.Model):
     @classmethod
     def authenticate(cls, plaintext: str) -> ReadKey | None:
         """The active key with this secret, of an active user; None otherwise."""
-        if not plaintext or len(plaintext) > 200:
-            return None
-        return (
-            cls.objects.active()
-            .select_related("user")
-            .filter(key_hash=hash_key(plaintext), user__is_active=True)
-            .first()
-        )
+        return cls.active_with_secret(plaintext).select_related("user").filter(user__is_active=True).first()
