@@ -47,7 +47,9 @@ class ViewParams:
 
     @property
     def previous(self) -> tuple[datetime, datetime]:
-        return self.start - self.length, self.start
+        """The period before, of the preset's length (whole hours) or the custom range's."""
+        length = PRESETS[self.preset] if self.preset else self.length
+        return self.start - length, self.start
 
     @property
     def granularity(self) -> str:
@@ -129,7 +131,22 @@ def parse_params(query: QueryDict, now: datetime | None = None) -> ViewParams:
     preset = query.get("range") or DEFAULT_PRESET
     if preset not in PRESETS:
         raise BadParameter(f"range={preset!r} is not one of {', '.join(PRESETS)}")
-    return ViewParams(start=now - PRESETS[preset], end=now, preset=preset, compare=compare, filters=filters)
+    start, end = preset_window(preset, now)
+    return ViewParams(start=start, end=end, preset=preset, compare=compare, filters=filters)
+
+
+# A preset's window ends at the last FRESHNESS boundary, so every page rendered in those
+# seconds asks about the same raw piece (page_reads keeps it that long).
+FRESHNESS = timedelta(seconds=10)
+
+
+def preset_window(preset: str, now: datetime) -> tuple[datetime, datetime]:
+    """ "Last 7d" is the 7 whole hours-aligned days before the current hour, plus the current
+    hour so far: closed hours come from rollups, and only the current hour is read raw (and
+    the previous period, for comparisons, is whole rolled-up hours)."""
+    end = now - timedelta(seconds=now.second % FRESHNESS.seconds, microseconds=now.microsecond)
+    current_hour = end.replace(minute=0, second=0, microsecond=0)
+    return current_hour - PRESETS[preset], end
 
 
 def filter_bar_context(params: ViewParams) -> dict[str, object]:
