@@ -5,14 +5,16 @@
 On a fresh database (observatory_bench_rollup), loads N spans of realistic traces spread
 over D days with COPY (bench/_spans.py: tenants, features, hosted models and a vLLM tier,
 retries, semantic-cache lookups, agent tasks), then times rollup_range over the whole range:
-every hour of every day, all grouping sets, all distributions, from raw spans. It checks
-that the rollup counted each call once (requests of the all-dimensions rows = calls counted
-straight from the spans) and prints the plan of one hour's rollup query.
+every hour of every day, all grouping sets, all distributions, from raw spans. It runs twice:
+on one connection, then with --workers days at once (default: one per core); the second run
+rebuilds every row and must leave the same numbers. It checks that the rollup counted each
+call once (requests of the grouping-0 rows = calls counted straight from the spans) and
+prints the plan of one hour's rollup query (the noted-hour path).
 
 `--reuse` keeps an existing bench database with the same span count (for tuning the SQL).
 
 The last line is `rollup_spans_per_s=<number>`: spans in the range divided by the time
-rollup_range took.
+rollup_range took with --workers connections.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 DATABASE = "observatory_bench_rollup"
+# Sums that change if any rollup row does (a cheap fingerprint of the whole table).
+_CHECKSUM = (
+    "sum(requests), sum(tasks), sum(errors), sum(input_tokens), sum(cost_usd), sum(cache_savings_usd), "
+    "sum(semantic_cache_lookups), sum(cardinality(e2e_ms_idx)), sum(e2e_ms_cnt[1]), sum(queue_ms_cnt[1])"
+)
 
 
 def prepare_database(base_url: str, reuse: bool) -> tuple[str, bool]:
@@ -50,7 +57,8 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=2_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workers", type=int, default=1, help="days rolled up at once, one connection each")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="days rolled up at once, one connection each (default: one per core)")  # fmt: skip
     parser.add_argument("--reuse", action="store_true", help="keep an existing bench database with the same spans")
     args = parser.parse_args()
 
@@ -97,9 +105,24 @@ def main() -> None:
         total_spans = cur.fetchone()[0]
         cur.execute("CHECKPOINT")
 
-    began = time.perf_counter()
-    written = runner.rollup_range(start, end, workers=args.workers)
-    took = time.perf_counter() - began
+    # First on one connection (one statement uses one core), then with --workers days at once:
+    # the second run also rebuilds every row, so it must leave the same numbers behind.
+    timings: list[tuple[int, float]] = []
+    first_totals = None
+    for workers in dict.fromkeys((1, args.workers)):
+        with connection.cursor() as cur:
+            cur.execute("CHECKPOINT")
+        began = time.perf_counter()
+        written = runner.rollup_range(start, end, workers=workers)
+        timings.append((workers, time.perf_counter() - began))
+        with connection.cursor() as cur:
+            cur.execute(f"SELECT count(*), {_CHECKSUM} FROM rollups_rolluphour")
+            totals = cur.fetchone()
+        if first_totals is not None and totals != first_totals:
+            print(f"ERROR: a second rebuild changed the rollup: {first_totals} then {totals}")
+            sys.exit(1)
+        first_totals = totals
+    workers, took = timings[-1]
 
     # Calls straight from the spans (an LLM span whose parent is no LLM span), against the rollup.
     with connection.cursor() as cur:
@@ -123,7 +146,10 @@ def main() -> None:
         plan = "\n".join(row[0] for row in cur.fetchall())
     print(f"plan of one hour's rollup query ({hour:%Y-%m-%d %H:00}):\n{plan}")
     print(f"machine: {os.cpu_count()} cores")
-    print(f"rolled up {total_spans:,} spans ({args.days * 24} hours) into {written:,} rows in {took:.2f} s")
+    for count, seconds in timings:
+        connections = f"{count} connection{'s' if count > 1 else ''}"
+        print(f"rolled up {total_spans:,} spans ({args.days * 24} hours) into {written:,} rows in {seconds:.2f} s "
+              f"on {connections}: {total_spans / seconds:,.0f} spans/s")  # fmt: skip
     print(f"calls: {rolled_up:,} in the rollup, {calls:,} counted from the spans")
     if rolled_up != calls:
         print("ERROR: the rollup's request count differs from the calls in the spans")

@@ -19,7 +19,7 @@ from datetime import datetime
 import numpy as np
 from django.utils import timezone
 
-from apps.metrics import reads
+from apps.metrics import days, reads
 from apps.metrics.merge import Distribution, merge_distributions
 from apps.metrics.plan import choose_grouping, plan_reads
 from apps.metrics.query import Filters, Scope, _effective_tenants, _project_ids
@@ -83,8 +83,8 @@ def merged_distributions(
         with reads.snapshot():
             plan = plan_reads(grouping, project_ids, start, end, timezone.now())
             if plan.rollup_start is not None:
-                for row in reads.rollup_distributions(plan, None, (), wanted, dists):
-                    # (t, idx, cnt, idx, cnt, ...): no group-by, so the arrays start at 1.
+                for row in days.distribution_rows(plan, None, (), wanted, dists):
+                    # (bucket, idx, cnt, idx, cnt, ...): no group-by, so the arrays start at 1.
                     for number, dist in enumerate(dists):
                         parts[dist].append((row[1 + 2 * number], row[2 + 2 * number]))
             for piece in plan.raw:

@@ -5,8 +5,9 @@ the definitions of docs/metrics.md (implemented in catalog.py). It reads the sma
 materialised grouping set that answers the question: rollup rows for closed hours, and the
 rollup's own SQL over raw spans for the rest (plan.py), in one snapshot (reads.py, sql.py).
 Sums add (in SQL for rollup rows), distributions add their counts per bucket index (numpy,
-merge.py), and percentiles are read from the merged distribution with sketch.quantiles,
-interpolated like percentile_cont: never averaged.
+merge.py; whole closed days merged once and kept, days.py), and percentiles are read from
+the merged distribution with sketch.quantiles, interpolated like percentile_cont: never
+averaged.
 
     result = run_query(Query(("cost_usd", "e2e_ms_p99"), start, end, granularity="day"), scope)
     result.rows  # [{"time": datetime, "cost_usd": Decimal, "e2e_ms_p99": 812.4, "e2e_ms_p99_samples": 1234}, ...]
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from apps.metrics import reads
+from apps.metrics import days, reads
 from apps.metrics.catalog import METRICS, MetricSpec, metric_spec
 from apps.metrics.merge import Group
 from apps.metrics.plan import ReadPlan, choose_grouping, floor_hour, plan_reads
@@ -287,8 +288,13 @@ def _read_rollups(
         if needs.breakdown:
             group.add_errors(row[-1])
     if needs.distributions:
-        for row in reads.rollup_distributions(plan, query.granularity, query.group_by, filters, needs.distributions):
-            group = groups.setdefault(_key(row[:keys]), Group())
+        if query.granularity == "hour":
+            rows = reads.rollup_distributions(plan, query.group_by, filters, needs.distributions)
+        else:
+            rows = days.distribution_rows(plan, query.granularity, query.group_by, filters, needs.distributions)
+        for row in rows:
+            key = (_time_bucket(row[0], query.granularity), *row[1:keys])
+            group = groups.setdefault(key, Group())
             for number, dist in enumerate(needs.distributions):
                 group.add_distribution(dist, row[keys + 2 * number], row[keys + 2 * number + 1])
 

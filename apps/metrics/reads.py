@@ -93,19 +93,24 @@ def rollup_sums(
 
 def rollup_distributions(
     plan: ReadPlan,
-    granularity: str | None,
     group_by: Sequence[str],
     filters: Mapping[str, Sequence[str]],
     dists: Sequence[str],
+    *,
+    skip_days: Sequence[tuple[int, datetime]] = (),
+    with_project: bool = False,
 ) -> list[tuple[Any, ...]]:
-    """(t, *dims, idx, cnt, idx, cnt, ...) per rollup row, arrays as numpy int64."""
+    """([project,] bucket, *dims, idx, cnt, idx, cnt, ...) per rollup row, arrays as numpy
+    int64; not the rows of the (project, day) pairs in skip_days."""
     filtered = sorted(filters, key=sql.DIMENSIONS.index)
+    params = sql.rollup_params(plan, filters)
+    params["skip_projects"] = [project_id for project_id, _ in skip_days]
+    params["skip_days"] = [day for _, day in skip_days]
+    statement = sql.distributions_sql(
+        plan, group_by, filtered, dists, skip_days=bool(skip_days), with_project=with_project
+    )
     with _binary_cursor() as cur:
-        cur.execute(
-            sql.distributions_sql(plan, granularity, group_by, filtered, dists),
-            sql.rollup_params(plan, filters),
-            binary=True,
-        )
+        cur.execute(statement, params, binary=True)
         return cur.fetchall()
 
 

@@ -14,29 +14,32 @@ and first call; a parent, root or other step of a task further away is not seen
 (docs/rollups.md, "Attribution window").
 
 The plan it is written for, checked with EXPLAIN ANALYZE on 2M spans over 30 days
-(bench/rollup.py prints it for one hour):
+(bench/rollup.py prints it for one hour; tests/rollups/test_plan.py asserts its shape):
 
-  touched (subquery)  the traces with a span in the range: the range's rows of its one or two
-            day partitions (Bitmap Heap Scan on the BRIN index telemetry_span_start_brin for
-            an hour, a Seq Scan for a day), HashAggregate on (project, trace).
-  spans     every span of those traces in the window, each with its trace's context. For an
-            hour: a Nested Loop over the distinct traces with an Index Scan of each window
-            partition's primary key (prefix trace_id); for a day: a Hash Join that hashes
-            the traces and probes with Seq Scans of the window's partitions (each read once).
-            Then one Sort by (project, trace, root first, start) feeds two WindowAggs (the
-            second needs the first's output and the same order, so it does not sort again).
+  touched   (a subquery) the traces with a span in the range: the range's rows of its one or
+            two day partitions (a Bitmap Heap Scan on the BRIN index telemetry_span_start_brin
+            for an hour, a Seq Scan for a day), HashAggregate on (project, trace).
+  spans     every span of those traces in the window, each with its trace's context. For a
+            short range, a Nested Loop over the traces with an Index Scan of each window
+            partition's primary key (prefix trace_id): a few thousand probes instead of 49
+            hours of spans. For a day or more (bulk=True), a Hash Join that hashes the traces
+            and probes with one Seq Scan of each window partition. Then one Sort by (project,
+            trace, root first, start) feeds two WindowAggs (the second reuses the order).
             Materialized: read by the facts and the tasks.
   task_traces  the traces of the task ids those traces carry, by the partial index
             telemetry_span_task: nothing is read when no span carries observatory.task.id.
   grouped   one pass over the facts (calls, cache lookups, queue times, tasks) for every
-            grouping set: a GroupAggregate over three sorts of the facts (each sort serves
-            the grouping sets that are prefixes of it). Sorting beats hashing here: the
-            aggregates hold arrays, and a hash table per grouping set costs more than it saves.
-            The distributions leave it as unsorted arrays of bucket indexes.
-  sketched  the second level of the distributions: per output row, one subquery turns its
-            five arrays into sorted (index, count) pairs (unnest, HashAggregate, Sort); a row
-            whose arrays hold at most one index each (most rows of the finest grouping set)
-            skips it.
+            grouping set: a GroupAggregate over three sorts of the facts (each serves the
+            grouping sets that are prefixes of its order). Sorting beats hashing here (measured):
+            the aggregates hold arrays. The distributions leave it as unsorted arrays of
+            bucket indexes, the first level of a two-level aggregation.
+  sketched  the second level: per row and distribution, a subquery counts the indexes and
+            returns them sorted (unnest, HashAggregate, Sort); an array of at most one index,
+            most of the finest grouping set's, needs none.
+
+Per day of the bench's traffic (80k spans) the statement costs about 1.3 s of one core:
+reading and attributing the spans ~0.4 s, the grouping sets ~0.45 s, the distributions'
+second level ~0.3 s, the facts ~0.1 s; inserting the 24k rows another ~0.25 s.
 """
 
 from __future__ import annotations
@@ -148,6 +151,14 @@ def _bucket(expression: str) -> str:
 _TRACE_WINDOW = """trace AS (
         PARTITION BY {a}.project_id, {a}.trace_id ORDER BY {child}, {a}.start_time, {a}.span_id
         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"""
+# A task's fact rides on its trace's first call's row (saving a row through every grouping
+# set) when both rows have the same hour and dimensions: the call's own tenant and feature,
+# if it has any, are the trace's, and without a trace feature both spans fall back alike.
+_CALL_FITS_TASK = """(
+    (l.own_tenant IS NULL OR l.own_tenant = l.trace_tenant)
+    AND (l.own_feature IS NULL OR l.own_feature = l.trace_feature)
+    AND (l.trace_feature IS NOT NULL OR coalesce(l.fallback_feature, '') = coalesce(l.root_fallback_feature, ''))
+    AND {hour_of_call} = {hour_of_root})"""
 
 # A call: an LLM span whose parent is not one of its trace's LLM spans.
 _IS_CALL = "(l.is_llm AND NOT coalesce(l.parent_span_id = ANY(l.llm_span_ids), false))"
@@ -184,19 +195,30 @@ def _traced_spans_sql(traces: str, *, bulk: bool = False) -> str:
     is_error = (
         f"s.status_code = {_STATUS_ERROR} OR nullif(s.error_type, '') IS NOT NULL OR 'abort' = ANY(s.finish_reasons)"
     )
-    return f"""
-    SELECT l.project_id, l.trace_id, l.start_time, l.trace_rank, l.trace_has_root, l.trace_has_llm_work,
-        l.trace_task_id, l.status_code,
-        coalesce(l.own_tenant, l.trace_tenant, '') AS tenant,
-        coalesce(l.own_feature, l.trace_feature, l.fallback_feature, '') AS feature,
-        l.provider, l.model, l.service, l.is_llm, {_IS_CALL} AS is_call, l.error_key, l.retry_attempt,
+    fits = _CALL_FITS_TASK.format(
+        hour_of_call=HOUR_OF_SQL.format(x="l.start_time"), hour_of_root=HOUR_OF_SQL.format(x="l.root_start")
+    )
+    passed_on = """l.project_id, l.trace_id, l.start_time, l.trace_rank, l.trace_has_root, l.trace_has_llm_work,
+        l.trace_task_id, l.status_code, l.provider, l.model, l.service, l.is_llm, l.error_key, l.retry_attempt,
         l.input_tokens, l.cache_read_tokens, l.cache_write_tokens, l.output_tokens, l.reasoning_tokens,
         l.cost_usd, l.price_id, l.semantic_cache_hit, l.queue_ms, l.ttft_ms, l.duration_ms,
-        {_first("l.start_time", _IS_CALL)} AS call_start,
-        {_first("l.provider", _IS_CALL)} AS call_provider,
-        {_first("l.model", _IS_CALL)} AS call_model,
-        {_first("l.service", _IS_CALL)} AS call_service
+        l.root_start, l.root_status"""
+    return f"""
+    SELECT {passed_on}, l.tenant, l.feature, l.is_call,
+        {_first("l.start_time", "l.is_call")} AS call_start,
+        -- The first call's provider, model and service: {{{{provider, model, service}}}}.
+        (array_agg(ARRAY[l.provider, l.model, l.service]) FILTER (WHERE l.is_call) OVER trace)[1:1] AS call_dims,
+        {_first("l.fits_task", "l.is_call")} AS first_call_fits_task,
+        l.is_call AND l.span_id = {_first("l.span_id", "l.is_call")} AS is_first_call
     FROM (
+        -- Each span's attribution, whether it is a call, whether its row could carry its
+        -- trace's task; and only the columns needed above, so that the window level above
+        -- buffers narrower rows.
+        SELECT {passed_on}, l.span_id, l.is_child,
+            coalesce(l.own_tenant, l.trace_tenant, '') AS tenant,
+            coalesce(l.own_feature, l.trace_feature, l.fallback_feature, '') AS feature,
+            {_IS_CALL} AS is_call, {fits} AS fits_task
+        FROM (
         SELECT s.project_id, s.trace_id, s.span_id, s.parent_span_id, s.start_time, s.duration_ms, s.status_code,
             s.is_llm, nullif(s.tenant, '') AS own_tenant, nullif(s.feature, '') AS own_feature,
             {fallback_feature_sql("s")} AS fallback_feature, coalesce(s.provider, '') AS provider,
@@ -208,6 +230,9 @@ def _traced_spans_sql(traces: str, *, bulk: bool = False) -> str:
             s.price_id,
             s.parent_span_id IS NOT NULL AS is_child,
             row_number() OVER trace AS trace_rank,
+            first_value(s.start_time) OVER trace AS root_start,
+            first_value(s.status_code) OVER trace AS root_status,
+            first_value({fallback_feature_sql("s")}) OVER trace AS root_fallback_feature,
             array_agg(s.span_id) FILTER (WHERE s.is_llm) OVER trace AS llm_span_ids,
             {_first("s.tenant", "s.tenant <> ''")} AS trace_tenant,
             {_first("s.feature", "s.feature <> ''")} AS trace_feature,
@@ -217,6 +242,7 @@ def _traced_spans_sql(traces: str, *, bulk: bool = False) -> str:
         FROM {traces} AS t
         {spans_of_traces}
         WINDOW {_TRACE_WINDOW.format(a="s", child="s.parent_span_id IS NOT NULL")}
+        ) AS l
     ) AS l
     -- The order of the level below, by its output column: no second sort.
     WINDOW {_TRACE_WINDOW.format(a="l", child="l.is_child")}"""
@@ -239,9 +265,9 @@ def _task_fact_sql(alias: str) -> str:
     has_call = f"{alias}.call_start IS NOT NULL"
     return f"""
         {alias}.project_id, {HOUR_OF_SQL.format(x=f"{alias}.start_time")} AS bucket, {alias}.tenant, {alias}.feature,
-        CASE WHEN {has_call} THEN {alias}.call_provider ELSE {alias}.provider END AS provider,
-        CASE WHEN {has_call} THEN {alias}.call_model ELSE {alias}.model END AS model,
-        CASE WHEN {has_call} THEN {alias}.call_service ELSE {alias}.service END AS service,
+        CASE WHEN {has_call} THEN {alias}.call_dims[1][1] ELSE {alias}.provider END AS provider,
+        CASE WHEN {has_call} THEN {alias}.call_dims[1][2] ELSE {alias}.model END AS model,
+        CASE WHEN {has_call} THEN {alias}.call_dims[1][3] ELSE {alias}.service END AS service,
         false AS is_call, NULL::text AS error_key, false AS retried, false AS tokens_known, false AS tokens_unknown,
         NULL::int AS input_tokens, NULL::int AS cache_read_tokens, NULL::int AS cache_write_tokens,
         NULL::int AS output_tokens, NULL::int AS reasoning_tokens, NULL::numeric AS cost_usd,
@@ -259,6 +285,11 @@ def rollup_rows_sql(grouping_sets: Sequence[int] = GROUPING_SETS, *, bulk: bool 
     scanning its partitions instead of trace by trace; the rows are the same.
     """
     tokens_known = "s.input_tokens IS NOT NULL AND s.output_tokens IS NOT NULL"
+    # The trace's task rides on its first call's row (it starts in the range: it is a fact).
+    carries_task = (
+        "(s.is_first_call AND s.first_call_fits_task AND s.trace_task_id IS NULL "
+        "AND s.root_start >= %(start)s AND s.root_start < %(end)s)"
+    )
     has_generation = "s.ttft_ms IS NOT NULL AND s.output_tokens IS NOT NULL"
     distributions = {
         "e2e_ms": "CASE WHEN s.is_call THEN s.duration_ms END",
@@ -321,9 +352,7 @@ WITH spans AS MATERIALIZED (
         (array_agg(r.model {root_order}))[1] AS model,
         (array_agg(r.service {root_order}))[1] AS service,
         min(r.call_start) AS call_start,
-        (array_agg(r.call_provider {call_order}))[1] AS call_provider,
-        (array_agg(r.call_model {call_order}))[1] AS call_model,
-        (array_agg(r.call_service {call_order}))[1] AS call_service,
+        ARRAY[ARRAY[{", ".join(f"(array_agg(r.call_dims[1][{n}] {call_order}))[1]" for n in (1, 2, 3))}]] AS call_dims,
         bool_or(r.trace_has_llm_work) AS trace_has_llm_work
     FROM ({_traced_spans_sql("task_traces")}) AS r
     WHERE r.trace_rank = 1 AND r.trace_task_id IS NOT NULL
@@ -347,7 +376,8 @@ WITH spans AS MATERIALIZED (
             FROM pricing_price AS pr WHERE pr.id = s.price_id
         ) END AS cache_savings_usd,
         s.semantic_cache_hit,
-        false AS is_task, false AS task_succeeded,
+        {carries_task} AS is_task,
+        {carries_task} AND s.root_status <> {_STATUS_ERROR} AS task_succeeded,
         CASE WHEN s.is_call AND {has_generation} THEN s.output_tokens END AS generation_tokens,
         CASE WHEN s.is_call AND {has_generation} THEN s.duration_ms - s.ttft_ms END AS generation_ms,
         {distribution_columns}
@@ -360,6 +390,8 @@ WITH spans AS MATERIALIZED (
     FROM spans AS s
     WHERE s.trace_rank = 1 AND s.trace_task_id IS NULL AND s.trace_has_llm_work
       AND s.start_time >= %(start)s AND s.start_time < %(end)s
+      -- unless its first call's row carries it
+      AND NOT coalesce(s.first_call_fits_task AND s.call_start >= %(start)s AND s.call_start < %(end)s, false)
     UNION ALL
     -- ... or the traces of a task id.
     SELECT {_task_fact_sql("s")}
@@ -389,10 +421,6 @@ WITH spans AS MATERIALIZED (
         {distribution_arrays}
     FROM facts AS f
     GROUP BY f.project_id, f.bucket, GROUPING SETS ({_grouping_sets_sql(grouping_sets)})
-), sketched AS MATERIALIZED (
-    -- Materialized: the outer SELECT reads each pair twice, and must not compute it twice.
-    SELECT g.*, {pairs}
-    FROM grouped AS g
 )
 SELECT g.project_id, g.bucket, g.grouping, {", ".join(f"g.{name}" for name in DIMENSIONS)},
     g.requests::int AS requests, g.errors::int AS errors,
@@ -417,5 +445,11 @@ SELECT g.project_id, g.bucket, g.grouping, {", ".join(f"g.{name}" for name in DI
     coalesce(g.generation_tokens, 0)::bigint AS generation_tokens,
     coalesce(g.generation_ms, 0)::float8 AS generation_ms,
     {distribution_outputs}
-FROM sketched AS g
+FROM (
+    -- OFFSET 0 keeps this a subquery: the SELECT above reads each pair twice, and must not
+    -- compute it twice.
+    SELECT g.*, {pairs}
+    FROM grouped AS g
+    OFFSET 0
+) AS g
 """

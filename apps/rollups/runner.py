@@ -84,16 +84,21 @@ def _replace_rows(cur, project_ids: Sequence[int], start: datetime, end: datetim
 # here have no such spans, so the propagation stops after one step.
 _NOTE_TRACE_HOURS = f"""
 INSERT INTO rollups_dirtyhour (project_id, hour, noted_at)
-SELECT DISTINCT o.project_id, {HOUR_OF_SQL.format(x="o.start_time")}, now()
+SELECT DISTINCT %(project_id)s, {HOUR_OF_SQL.format(x="o.start_time")}, now()
 FROM (
     SELECT DISTINCT n.trace_id
     FROM telemetry_span AS n
     WHERE n.project_id = %(project_id)s AND n.start_time >= %(start)s AND n.start_time < %(end)s
       AND n.received_at >= %(since)s
 ) AS t
-JOIN telemetry_span AS o ON o.trace_id = t.trace_id AND o.project_id = %(project_id)s
-WHERE o.start_time >= %(window_start)s AND o.start_time < %(window_end)s
-  AND NOT (o.start_time >= %(start)s AND o.start_time < %(end)s)
+-- Trace by trace through the primary key (OFFSET 0: never a hash over the whole window).
+CROSS JOIN LATERAL (
+    SELECT o.start_time FROM telemetry_span AS o
+    WHERE o.trace_id = t.trace_id AND o.project_id = %(project_id)s
+      AND o.start_time >= %(window_start)s AND o.start_time < %(window_end)s
+    OFFSET 0
+) AS o
+WHERE NOT (o.start_time >= %(start)s AND o.start_time < %(end)s)
 """
 
 

@@ -221,8 +221,9 @@ def test_dimension_bits_are_the_rollup_ones() -> None:
 
 @pytest.mark.django_db
 def test_rollup_reads_are_index_range_scans_of_one_grouping_set(travelled: Any) -> None:
-    """The plan sql.py relies on: rollup_hour_read (project, grouping, bucket) narrows the
-    read to one project's grouping set over the range, whatever else the table holds."""
+    """The plan sql.py relies on: an index on (project, grouping, bucket) (rollup_hour_read,
+    or rollup_hour_sums for sums) narrows the read to one project's grouping set over the
+    range, whatever else the table holds."""
     from django.db import connection
 
     from apps.metrics import sql
@@ -242,13 +243,15 @@ def test_rollup_reads_are_index_range_scans_of_one_grouping_set(travelled: Any) 
     filters = {"tenant": ("t",)}
     statements = [
         sql.sums_sql(plan, "day", ("tenant",), ["tenant"], ["requests", "cost_usd"], True),
-        sql.distributions_sql(plan, "day", ("tenant",), ["tenant"], ["e2e_ms"]),
+        sql.distributions_sql(plan, ("tenant",), ["tenant"], ["e2e_ms"], skip_days=True),
+        sql.day_versions_sql(plan, ["tenant"]),
     ]
+    params = {**sql.rollup_params(plan, filters), "skip_projects": [projects[0].pk], "skip_days": [DAY]}
     for statement in statements:
         with connection.cursor() as cur:
-            cur.execute(f"EXPLAIN {statement}", sql.rollup_params(plan, filters))
+            cur.execute(f"EXPLAIN {statement}", params)
             text = "\n".join(row[0] for row in cur.fetchall())
-        assert "rollup_hour_read" in text, text
+        assert "using rollup_hour_read" in text or "using rollup_hour_sums" in text, text
         assert "Seq Scan on rollups_rolluphour" not in text, text
 
 
@@ -263,3 +266,21 @@ def test_distributions_merge_like_the_sketch_module() -> None:
     assert indexes.tolist() == expected_indexes.tolist() == [ZERO_INDEX, -5, 3, 4, 900, 2_000_000]
     assert counts.tolist() == expected_counts.tolist() == [3, 4, 4, 1, 1, 1]
     assert merge_distributions([])[0].size == 0
+
+
+@pytest.mark.django_db
+def test_the_sums_index_covers_every_column_a_sums_read_touches() -> None:
+    """Sums reads are Index Only Scans of rollup_hour_sums (migration 0001) only while every
+    column they name is in it: a sum added to the catalog needs adding there too."""
+    from django.db import connection
+
+    from apps.metrics.catalog import SUM_COLUMNS
+    from apps.rollups.models import DIMENSIONS
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = ANY(i.indkey) WHERE i.indexrelid = 'rollup_hour_sums'::regclass"
+        )
+        covered = {row[0] for row in cur.fetchall()}
+    assert {"project_id", "grouping", "bucket", *DIMENSIONS, *SUM_COLUMNS} <= covered

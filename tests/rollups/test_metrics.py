@@ -352,3 +352,15 @@ def test_the_select_takes_any_grouping_sets(project: Project, grouping_sets: tup
     for row in got:
         assert (row["requests"], row["tasks"]) == (1, 1)
         assert (row["tenant"] is None) == (not row["grouping"] & mask("tenant"))
+
+
+def test_a_task_keeps_its_traces_tenant_when_its_first_call_has_another(project: Project) -> None:
+    t = Trace(HOUR)
+    root = t.root(tenant="acme", feature="chat")
+    t.llm(parent=root, tenant="initech", request_model="billed-elsewhere")
+    store(project, t)
+    call = one(project.pk, tenant="initech")
+    task = one(project.pk, tenant="acme")
+    assert (call.requests, call.tasks) == (1, 0)
+    assert (task.requests, task.tasks, task.successful_tasks) == (0, 1, 1)
+    assert (task.model, task.feature) == ("billed-elsewhere", "chat")

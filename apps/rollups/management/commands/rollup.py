@@ -1,4 +1,4 @@
-"""manage.py rollup --since ISO [--until ISO] [--project ID ...]: rebuild hourly rollups."""
+"""manage.py rollup --since ISO [--until ISO] [--project ID ...] [--workers N]: rebuild hourly rollups."""
 
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ class Command(BaseCommand):
         parser.add_argument("--since", required=True, help="start (inclusive), ISO date or date-time; UTC if no zone")
         parser.add_argument("--until", help="end (exclusive), ISO date or date-time; UTC if no zone (default: now)")
         parser.add_argument("--project", type=int, action="append", help="only this project id (repeatable)")
+        parser.add_argument("--workers", type=int, default=1, help="days rebuilt at once, one connection each")
 
     def handle(self, *args: Any, **options: Any) -> None:
         since = _moment(options["since"])
         until = _moment(options["until"]) if options["until"] else timezone.now()
         if until <= since:
             raise CommandError("--until must be after --since")
-        written = rollup_range(since, until, project_ids=options["project"])
+        if options["workers"] < 1:
+            raise CommandError("--workers must be at least 1")
+        written = rollup_range(since, until, project_ids=options["project"], workers=options["workers"])
         self.stdout.write(f"Rolled up {since.isoformat()} to {until.isoformat()}: {written} rows.")
