@@ -122,6 +122,8 @@ class PageWatch:
 @pytest.fixture
 def watched_page(browser: Any) -> Iterator[tuple[Any, PageWatch]]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    # Generous: CI's 2 cores may be busy with the rest of the suite's servers.
+    context.set_default_timeout(90_000)
     page = context.new_page()
     watch = PageWatch()
     watch.attach(page)

@@ -39,11 +39,11 @@ def test_every_page_renders_without_browser_errors(
     login(page, demo_site["url"], "owner")
     response = page.goto(demo_site["url"] + path)
     assert response is not None and response.status == 200, f"{path}: HTTP {response and response.status}"
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state("load")
     assert expected in page.inner_text("main")
     # Charts drew: every figure placeholder holds a rendered plot.
     for figure in page.locator(".plotly-graph-div").all():
-        assert figure.locator(".main-svg").count() > 0
+        figure.locator(".main-svg").first.wait_for(state="attached")
     screenshot(page, name)
 
 
@@ -69,10 +69,10 @@ def test_open_a_trace_from_the_explorer(demo_site: dict[str, Any], watched_page:
     page.goto(f"{base}/traces/?range=7d&provider=vllm")
     page.locator("table.traces tbody a").first.click()
     page.wait_for_url(re.compile(r".*/traces/[0-9a-f]{32}/"))
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state("load")
     text = page.inner_text("main")
     assert "Waterfall" in text and "llm_request" in text  # the vLLM server span sits in the client's trace
-    assert page.locator(".plotly-graph-div .main-svg").count() > 0
+    page.locator(".plotly-graph-div .main-svg").first.wait_for(state="attached")
     screenshot(page, "trace-detail")
 
 
