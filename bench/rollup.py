@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="days rolled up at once, one connection each (default: one per core)")  # fmt: skip
+                        help="day chunks rolled up at once, one connection each (default: one per core)")  # fmt: skip
     parser.add_argument("--reuse", action="store_true", help="keep an existing bench database with the same spans")
     args = parser.parse_args()
 

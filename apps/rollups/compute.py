@@ -24,22 +24,31 @@ The plan it is written for, checked with EXPLAIN ANALYZE on 2M spans over 30 day
             partition's primary key (prefix trace_id): a few thousand probes instead of 49
             hours of spans. For a day or more (bulk=True), a Hash Join that hashes the traces
             and probes with one Seq Scan of each window partition. Then one Sort by (project,
-            trace, root first, start) feeds two WindowAggs (the second reuses the order).
-            Materialized: read by the facts and the tasks.
+            trace, root first, start) feeds two WindowAggs (the second reuses the order; it
+            buffers only the columns needed above it). Materialized: read by the facts and
+            the tasks.
   task_traces  the traces of the task ids those traces carry, by the partial index
             telemetry_span_task: nothing is read when no span carries observatory.task.id.
-  grouped   one pass over the facts (calls, cache lookups, queue times, tasks) for every
-            grouping set: a GroupAggregate over three sorts of the facts (each serves the
-            grouping sets that are prefixes of its order). Sorting beats hashing here (measured):
-            the aggregates hold arrays. The distributions leave it as unsorted arrays of
-            bucket indexes, the first level of a two-level aggregation.
-  sketched  the second level: per row and distribution, a subquery counts the indexes and
-            returns them sorted (unnest, HashAggregate, Sort); an array of at most one index,
+  facts     calls, cache lookups and queue times of the range, and tasks. A trace's task
+            rides on its first call's row when both have the same hour and dimensions (most
+            do): a task row of its own would go through every grouping set again.
+  grouped   one pass over the facts for every grouping set: a GroupAggregate over three sorts
+            of the facts (each serves the grouping sets that are prefixes of its order).
+            Sorting beats hashing here (measured): the aggregates hold arrays. The
+            distributions leave it as unsorted arrays of bucket indexes, the first level of a
+            two-level aggregation.
+  final     the second level: per row and distribution, a subquery counts the indexes and
+            returns them sorted; an array of at most one index,
             most of the finest grouping set's, needs none.
 
-Per day of the bench's traffic (80k spans) the statement costs about 1.3 s of one core:
-reading and attributing the spans ~0.4 s, the grouping sets ~0.45 s, the distributions'
-second level ~0.3 s, the facts ~0.1 s; inserting the 24k rows another ~0.25 s.
+Measured per day of the bench's traffic, in CPU time of the one backend (bench/rollup.py;
+the rollup's cost grows with spans and with rollup rows, about 0.3 rows a span at 2M spans
+over 30 days and 0.1 at 10M):
+
+  2M spans / 30 days: 67k spans and 22k rows a day: the statement ~1.0 s (spans ~0.4, the
+      grouping sets ~0.25, the second level ~0.3), inserting the rows ~0.25 s.
+  10M spans / 30 days: 333k spans and 34k rows a day: the statement ~4.4 s (spans ~1.9),
+      inserting ~0.35 s.
 """
 
 from __future__ import annotations

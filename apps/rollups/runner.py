@@ -2,10 +2,10 @@
 
 The protocol (models.DirtyHour): ingest and re-pricing write a note (project, hour) in the
 same transaction as the spans they change. rollup_pending() takes the oldest noted hours; for
-each one, in one transaction, it takes a transaction-level advisory lock on (project, hour)
-(skipping an hour another worker holds), reads the ids of that hour's notes, replaces the
-hour's RollupHour rows with rows computed from the spans, and deletes exactly the note ids it
-read. A recompute is idempotent, so running it twice, or after a worker was killed half way
+each one, in one transaction, it takes transaction-level advisory locks on the hour (shared)
+and on (project, hour) (skipping an hour another worker holds), reads the ids of that hour's
+notes, replaces the hour's RollupHour rows with rows computed from the spans, and deletes
+exactly the note ids it read. A recompute is idempotent, so running it twice, or after a worker was killed half way
 (its transaction rolled back, its notes still there), changes nothing.
 """
 
@@ -23,9 +23,12 @@ from apps.rollups.compute import HOUR_OF_SQL, ROLLUP_COLUMNS, rollup_params, rol
 log = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
-# rollup_range works a day at a time: one statement, one transaction and one set of locks
-# per day keeps each bounded while it reads each span (and its trace) about once.
-RANGE_CHUNK = timedelta(days=1)
+# rollup_range works whole days at a time, about this many spans a statement: the window a
+# statement reads around its days (a day either side) costs less the longer the chunk, while
+# its memory and transaction grow with it. The span counts come from the planner's statistics
+# of the day partitions.
+RANGE_CHUNK_SPANS = 200_000
+RANGE_CHUNK_MAX_DAYS = 7
 # From this many hours on, the rollup query reads the window's spans by scanning its day
 # partitions rather than trace by trace (compute.rollup_rows_sql, bulk).
 BULK_HOURS = 12
@@ -41,10 +44,13 @@ DELETE FROM rollups_rolluphour
 WHERE project_id = ANY(%(project_ids)s::bigint[]) AND bucket >= %(start)s AND bucket < %(end)s
 """
 
-# One lock per (project, hour), shared by every recompute path, in the one-bigint key space
-# of pg_advisory_xact_lock. The key is a hash: two hours that collide only wait for (or skip)
-# each other, which is safe.
-_LOCK_KEY = "hashtextextended('rollups.hour:' || %(project_id)s::text || ':' || %(hour)s::text, 0)"
+# Locks, in the one-bigint key space of pg_advisory_xact_lock (keys are hashes: two hours that
+# collide only wait for, or skip, each other, which is safe). A noted-hour recompute holds its
+# hour's lock SHARED and its (project, hour) lock exclusively, so workers on different
+# projects of one hour go on side by side; a range rebuild holds the hour's lock exclusively,
+# one lock per hour whatever the number of projects (the lock table is finite).
+_HOUR_LOCK = "hashtextextended('rollups.hour:' || {hour}, 0)"
+_PROJECT_HOUR_LOCK = "hashtextextended('rollups.project-hour:' || {project}::text || ':' || {hour}, 0)"
 
 
 def floor_hour(moment: datetime) -> datetime:
@@ -112,11 +118,20 @@ def _recompute_hour(project_id: int, hour: datetime, *, wait: bool) -> bool:
     (wait=False) or nobody noted it any more."""
     hour = floor_hour(hour)
     with transaction.atomic(), connection.cursor() as cur:
-        lock = {"project_id": project_id, "hour": _hour_key(hour)}
+        keys = {"project_id": project_id, "hour": _hour_key(hour)}
+        hour_lock = _HOUR_LOCK.format(hour="%(hour)s")
+        project_hour_lock = _PROJECT_HOUR_LOCK.format(project="%(project_id)s", hour="%(hour)s")
         if wait:
-            cur.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})", lock)
+            cur.execute(
+                f"SELECT pg_advisory_xact_lock_shared({hour_lock}), pg_advisory_xact_lock({project_hour_lock})", keys
+            )
         else:
-            cur.execute(f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY})", lock)
+            # When one is refused, the other (if taken) goes when this transaction ends, below.
+            cur.execute(
+                f"SELECT pg_try_advisory_xact_lock_shared({hour_lock}) "
+                f"AND pg_try_advisory_xact_lock({project_hour_lock})",
+                keys,
+            )
             if not cur.fetchone()[0]:
                 return False
         # The notes are read under the lock, before the recompute reads spans. Under READ
@@ -183,12 +198,30 @@ def _project_ids() -> list[int]:
     return list(Project.objects.order_by("pk").values_list("pk", flat=True))
 
 
+def _range_chunk(first: datetime, last: datetime) -> timedelta:
+    """Whole days holding about RANGE_CHUNK_SPANS spans, by the partitions' statistics."""
+    from apps.telemetry.partitions import partition_name
+
+    days = {(first + timedelta(days=offset)).date() for offset in range((last - first).days + 1)}
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT sum(reltuples) FILTER (WHERE reltuples >= 0), count(*) FILTER (WHERE reltuples >= 0) "
+            "FROM pg_class WHERE relname = ANY(%s)",
+            [[partition_name(day) for day in days]],
+        )
+        spans, analyzed = cur.fetchone()
+    if not analyzed or not spans:
+        return timedelta(days=1)
+    per_day = float(spans) / analyzed
+    return timedelta(days=max(1, min(RANGE_CHUNK_MAX_DAYS, int(RANGE_CHUNK_SPANS // per_day))))
+
+
 def rollup_range(start: datetime, end: datetime, project_ids: Sequence[int] | None = None, *, workers: int = 1) -> int:
     """(Re)build every hour that overlaps [start, end) for `project_ids` (default: every
-    project), a day per transaction; consumes the notes of those hours. Returns the number
-    of RollupHour rows written.
+    project), whole days per transaction (RANGE_CHUNK_SPANS); consumes the notes of those
+    hours. Returns the number of RollupHour rows written.
 
-    `workers` > 1 rebuilds that many days at once, each on its own database connection (a
+    `workers` > 1 rebuilds that many chunks at once, each on its own database connection (a
     backfill on a machine with cores to spare: one statement uses one core).
     """
     if start.tzinfo is None or end.tzinfo is None:
@@ -198,10 +231,11 @@ def rollup_range(start: datetime, end: datetime, project_ids: Sequence[int] | No
     project_ids = sorted(set(project_ids))
     first = floor_hour(start)
     last = floor_hour(end - timedelta(microseconds=1)) + HOUR if end > start else first
+    chunk = _range_chunk(first, last)
     chunks = []
     chunk_start = first
     while chunk_start < last:
-        chunk_end = min(chunk_start + RANGE_CHUNK, last)
+        chunk_end = min(chunk_start + chunk, last)
         chunks.append((chunk_start, chunk_end))
         chunk_start = chunk_end
     if workers <= 1 or len(chunks) <= 1:
@@ -224,12 +258,11 @@ def _rollup_chunk(project_ids: list[int], start: datetime, end: datetime) -> int
         hours.append(hour)
         hour += HOUR
     with transaction.atomic(), connection.cursor() as cur:
-        # Every (project, hour) lock of the chunk, in one order (projects, then hours), so
-        # two range rebuilds never deadlock; a rollup_pending worker only ever tries locks.
+        # Every hour's lock, exclusively and in hour order, so two range rebuilds never
+        # deadlock; a noted-hour recompute holds one hour at a time (and a sweep only tries).
         cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('rollups.hour:' || p::text || ':' || h, 0)) "
-            "FROM unnest(%s::bigint[]) AS p CROSS JOIN unnest(%s::text[]) AS h ORDER BY p, h",
-            [project_ids, [_hour_key(hour) for hour in hours]],
+            f"SELECT pg_advisory_xact_lock({_HOUR_LOCK.format(hour='h')}) FROM unnest(%s::text[]) AS h ORDER BY h",
+            [[_hour_key(hour) for hour in hours]],
         )
         cur.execute(
             "SELECT id FROM rollups_dirtyhour WHERE project_id = ANY(%s::bigint[]) AND hour >= %s AND hour < %s",

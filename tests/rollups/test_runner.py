@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,7 @@ from apps.pricing.pricebook import PriceBook
 from apps.pricing.services import price_spans, reprice_range
 from apps.rollups import runner, tasks
 from apps.rollups.models import DirtyHour, RollupHour, mask
-from apps.rollups.runner import recompute_hours, rollup_pending, rollup_range
+from apps.rollups.runner import recompute_hours, recompute_pending, rollup_pending, rollup_range
 from apps.telemetry.partitions import ensure_partitions_for
 from apps.telemetry.store import insert_spans
 from tests.rollups.helpers import Trace, at, one, rows, total
@@ -200,6 +201,21 @@ def test_the_task_retries_a_lost_connection_only(monkeypatch: pytest.MonkeyPatch
     assert tasks.rollup_pending_task.apply().state == "FAILURE"
 
 
+def _a_backend_waits_for_an_advisory_lock(timeout: float = 30) -> bool:
+    """Whether another connection comes to wait on an advisory lock (polled, not slept on)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND datname = current_database()"
+            )
+            if cur.fetchone()[0]:
+                return True
+        time.sleep(0.01)
+    return False
+
+
 def _in_thread(target, *args: Any) -> tuple[threading.Thread, list[Any]]:
     """Run `target` in a thread with its own database connection; its result or exception
     lands in the returned list."""
@@ -309,3 +325,37 @@ def test_a_late_root_in_another_hour_re_notes_the_hours_of_its_trace(project: Pr
     assert DirtyHour.objects.count() == 0
     row = one(project.pk, requests=1)
     assert (row.bucket, row.tenant, row.feature) == (HOUR, "acme", "chat")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_locks_let_projects_share_an_hour_and_a_rebuild_wait(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While worker A recomputes (project 1, 10:00), worker B still takes (project 2, 10:00),
+    and a range rebuild of 10:00 waits for A instead of racing it."""
+    other = Project.objects.create(name="other")
+    insert_spans(project.pk, call_traces(HOUR, 2))
+    insert_spans(other.pk, call_traces(HOUR, 3))
+    a_holds_hour, release_a = threading.Event(), threading.Event()
+    real_replace = runner._replace_rows
+
+    def replace(cur, project_ids, start, end):  # type: ignore[no-untyped-def]
+        if project_ids == [project.pk] and not a_holds_hour.is_set():
+            a_holds_hour.set()
+            assert release_a.wait(30)
+        return real_replace(cur, project_ids, start, end)
+
+    monkeypatch.setattr(runner, "_replace_rows", replace)
+    worker_a, a_result = _in_thread(recompute_pending, 1)  # the oldest pair: (project 1, 10:00)
+    assert a_holds_hour.wait(30)
+    worker_b, b_result = _in_thread(rollup_pending)
+    worker_b.join(30)
+    assert b_result == [1]  # (project 2, 10:00), beside A
+    rebuild, rebuilt = _in_thread(rollup_range, HOUR, HOUR + timedelta(hours=1))
+    assert _a_backend_waits_for_an_advisory_lock()  # the rebuild, on A's hour
+    assert rebuild.is_alive()
+    release_a.set()
+    worker_a.join(30)
+    rebuild.join(30)
+    assert a_result == [[(project.pk, HOUR)]]
+    assert not rebuild.is_alive() and isinstance(rebuilt[0], int)
+    assert [r.requests for r in rows(project.pk, 0)] == [2]
+    assert [r.requests for r in rows(other.pk, 0)] == [3]

@@ -26,7 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--since", required=True, help="start (inclusive), ISO date or date-time; UTC if no zone")
         parser.add_argument("--until", help="end (exclusive), ISO date or date-time; UTC if no zone (default: now)")
         parser.add_argument("--project", type=int, action="append", help="only this project id (repeatable)")
-        parser.add_argument("--workers", type=int, default=1, help="days rebuilt at once, one connection each")
+        parser.add_argument("--workers", type=int, default=1, help="day chunks rebuilt at once, one connection each")
 
     def handle(self, *args: Any, **options: Any) -> None:
         since = _moment(options["since"])
