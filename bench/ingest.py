@@ -35,6 +35,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
 
+from bench._db import bench_database  # noqa: E402
+
 MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("vllm", "llama-3.1-8b")]
 TENANTS = ["acme", "globex", "initech", "umbrella"]
 FEATURES = ["support-chat", "summarize", "search-rerank", "code-review"]
@@ -95,14 +97,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def prepare_database(base_url: str) -> str:
-    bench_url = urllib.parse.urlsplit(base_url)._replace(path="/observatory_bench").geturl()
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS observatory_bench WITH (FORCE)")
-        conn.execute("CREATE DATABASE observatory_bench")
-    return bench_url
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=200_000)
@@ -112,12 +106,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "2")))
     args = parser.parse_args()
 
-    base_url = os.environ.get("DATABASE_URL")
-    if not base_url:
-        from observatory import embedded
-
-        base_url = embedded.postgres_url()
-    bench_url = prepare_database(base_url)
+    bench_url, _ = bench_database("observatory_bench")
     env = {**os.environ, "DATABASE_URL": bench_url, "LOG_LEVEL": "WARNING"}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     key = subprocess.run([sys.executable, "manage.py", "create_ingest_key", "bench"], cwd=ROOT, env=env,

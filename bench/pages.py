@@ -29,7 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.query import DAYS, prepare_database  # noqa: E402
+from bench._db import bench_database  # noqa: E402
+from bench.query import DATABASE, DAYS  # noqa: E402
 
 
 def main() -> None:
@@ -40,12 +41,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="use the loaded, rolled-up bench database as it is")
     args = parser.parse_args()
 
-    base_url = os.environ.get("DATABASE_URL")
-    if not base_url:
-        from observatory import embedded
-
-        base_url = embedded.postgres_url()
-    bench_url, fresh = prepare_database(base_url, args.reuse)
+    bench_url, fresh = bench_database(DATABASE, args.reuse)
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "observatory.settings")

@@ -34,7 +34,6 @@ import os
 import statistics
 import sys
 import time
-import urllib.parse
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,23 +41,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
+
+from bench._db import bench_database  # noqa: E402
 
 DATABASE = "observatory_bench_query"
 DAYS = 30
 RUNS = 5
-
-
-def prepare_database(base_url: str, reuse: bool) -> tuple[str, bool]:
-    """The bench database's URL, and whether it was created afresh."""
-    bench_url = urllib.parse.urlsplit(base_url)._replace(path=f"/{DATABASE}").geturl()
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone()
-        if reuse and exists:
-            return bench_url, False
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    return bench_url, True
 
 
 def overview(start: datetime, end: datetime, shared: bool) -> dict[str, Any]:
@@ -128,13 +116,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the loaded, rolled-up bench database of a last run")
     args = parser.parse_args()
 
-    base_url = os.environ.get("DATABASE_URL")
-    if not base_url:
-        from observatory import embedded
-
-        base_url = embedded.postgres_url()
     # Settings read DATABASE_URL once, at django.setup(): point it at the bench database first.
-    bench_url, fresh = prepare_database(base_url, args.reuse)
+    bench_url, fresh = bench_database(DATABASE, args.reuse)
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "observatory.settings")

@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 import time
-import urllib.parse
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -27,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
+
+from bench._db import bench_database  # noqa: E402
 
 MODELS = [
     ("openai", "gpt-4o-mini"),
@@ -45,27 +45,14 @@ PRICE_CUTS = [("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-4-5")]
 BATCH = 50_000
 
 
-def prepare_database(base_url: str) -> str:
-    bench_url = urllib.parse.urlsplit(base_url)._replace(path="/observatory_bench").geturl()
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS observatory_bench WITH (FORCE)")
-        conn.execute("CREATE DATABASE observatory_bench")
-    return bench_url
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=1_000_000)
     args = parser.parse_args()
     total_spans = args.spans
 
-    base_url = os.environ.get("DATABASE_URL")
-    if not base_url:
-        from observatory import embedded
-
-        base_url = embedded.postgres_url()
     # Settings read DATABASE_URL once, at django.setup(): point it at the bench database first.
-    os.environ["DATABASE_URL"] = prepare_database(base_url)
+    os.environ["DATABASE_URL"], _ = bench_database("observatory_bench")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "observatory.settings")
 

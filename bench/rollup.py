@@ -23,14 +23,14 @@ import argparse
 import os
 import sys
 import time
-import urllib.parse
 from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
+
+from bench._db import bench_database  # noqa: E402
 
 DATABASE = "observatory_bench_rollup"
 # Sums that change if any rollup row does (a cheap fingerprint of the whole table).
@@ -38,18 +38,6 @@ _CHECKSUM = (
     "sum(requests), sum(tasks), sum(errors), sum(input_tokens), sum(cost_usd), sum(cache_savings_usd), "
     "sum(semantic_cache_lookups), sum(cardinality(e2e_ms_idx)), sum(e2e_ms_cnt[1]), sum(queue_ms_cnt[1])"
 )
-
-
-def prepare_database(base_url: str, reuse: bool) -> tuple[str, bool]:
-    """The bench database's URL, and whether it was created afresh."""
-    bench_url = urllib.parse.urlsplit(base_url)._replace(path=f"/{DATABASE}").geturl()
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone()
-        if reuse and exists:
-            return bench_url, False
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    return bench_url, True
 
 
 def main() -> None:
@@ -62,12 +50,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep an existing bench database with the same spans")
     args = parser.parse_args()
 
-    base_url = os.environ.get("DATABASE_URL")
-    if not base_url:
-        from observatory import embedded
-
-        base_url = embedded.postgres_url()
-    bench_url, fresh = prepare_database(base_url, args.reuse)
+    bench_url, fresh = bench_database(DATABASE, args.reuse)
     # Settings read DATABASE_URL once, at django.setup(): point it at the bench database first.
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("LOG_LEVEL", "WARNING")
