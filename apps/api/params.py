@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from django.http import QueryDict
 
 from apps.metrics.query import DIMENSIONS, GRANULARITIES, Filters, Query, metric_spec
+from observatory.moments import parse_moment
 
 RANGES: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
@@ -101,16 +102,12 @@ def comma_list(params: QueryDict, name: str, *, strict: bool = False) -> list[st
 def parse_instant(name: str, raw: str) -> datetime:
     text = _DECODED_PLUS_OFFSET.sub(r"\1+\2", raw.strip())
     try:
-        value = datetime.fromisoformat(text)
+        value = parse_moment(text)
     except ValueError as exc:
         raise BadRequest(
             f"{name} {raw!r} is not an ISO 8601 date-time (e.g. 2025-01-31T00:00:00Z; "
             "without an offset it is read as UTC)"
         ) from exc
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    try:
-        value = value.astimezone(UTC)
     except OverflowError as exc:
         raise BadRequest(f"{name} {raw!r} is out of range") from exc
     if not EARLIEST <= value < LATEST:

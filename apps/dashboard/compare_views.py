@@ -41,8 +41,8 @@ from apps.dashboard.params import (
     MAX_RANGE,
     BadParameter,
     ViewParams,
-    _parse_moment,
     filter_bar_context,
+    parse_moment_param,
     parse_params,
 )
 from apps.dashboard.templatetags.humanize_cost import ms, percent, usd
@@ -205,7 +205,7 @@ def _range_choice(query: QueryDict, params: ViewParams) -> Choice:
     if len(given) < len(RANGE_PARAMS):
         missing = ", ".join(name for name in RANGE_PARAMS if name not in given)
         raise BadParameter(f"a time-range comparison needs a_start, a_end, b_start and b_end (missing {missing})")
-    moments = {name: _parse_moment(name, query.get(name, "")) for name in RANGE_PARAMS}
+    moments = {name: parse_moment_param(name, query.get(name, "")) for name in RANGE_PARAMS}
     sides = []
     for name in ("a", "b"):
         start, end = moments[f"{name}_start"], moments[f"{name}_end"]

@@ -9,14 +9,14 @@ previous period of the same length, and the dimension filters (`tenant`, `featur
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from django.http import QueryDict
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 
 from apps.metrics.query import Filters
+from observatory.moments import parse_moment
 
 PRESETS: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
@@ -98,16 +98,11 @@ class ViewParams:
         return f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC"
 
 
-def _parse_moment(name: str, raw: str) -> datetime:
-    moment = parse_datetime(raw)
-    if moment is None:
-        day = parse_date(raw)
-        if day is None:
-            raise BadParameter(f"{name}={raw!r} is not a date or date-time (use ISO 8601, e.g. 2026-11-01)")
-        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
+def parse_moment_param(name: str, raw: str) -> datetime:
+    try:
+        return parse_moment(raw)
+    except ValueError:
+        raise BadParameter(f"{name}={raw!r} is not a date or date-time (use ISO 8601, e.g. 2026-11-01)") from None
 
 
 def parse_params(query: QueryDict, now: datetime | None = None) -> ViewParams:
@@ -121,8 +116,8 @@ def parse_params(query: QueryDict, now: datetime | None = None) -> ViewParams:
     if query.get("start") or query.get("end"):
         if not (query.get("start") and query.get("end")):
             raise BadParameter("a custom range needs both start and end")
-        start = _parse_moment("start", query["start"])
-        end = _parse_moment("end", query["end"])
+        start = parse_moment_param("start", query["start"])
+        end = parse_moment_param("end", query["end"])
         if end <= start:
             raise BadParameter("end must be after start")
         if end - start > MAX_RANGE:

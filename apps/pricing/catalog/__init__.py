@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from django.db import models, transaction
 
 from apps.pricing.providers import canonical_provider
+from observatory.moments import parse_moment
 
 CATALOG_PATH = Path(__file__).resolve().parent / "prices.csv"
 
@@ -71,15 +72,6 @@ class UpsertResult:
     created: int
     updated: int
     unchanged: int
-
-
-def parse_moment(text: str) -> datetime:
-    """A catalog date or date-time: a bare date is midnight UTC, a naive date-time is UTC."""
-    text = text.strip()
-    if len(text) == 10:
-        return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _rate(text: str, column: str) -> Decimal | None:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from apps.pricing.catalog import parse_moment
 from apps.pricing.services import reprice_range
-
-
-def _moment(text: str) -> datetime:
-    try:
-        return parse_moment(text)
-    except ValueError as exc:
-        raise CommandError(f"Not an ISO date or date-time: {text!r}") from exc
+from observatory.moments import command_moment
 
 
 class Command(BaseCommand):
@@ -29,8 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="only this model name (response model, else request model)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        since = _moment(options["since"])
-        until = _moment(options["until"]) if options["until"] else timezone.now()
+        since = command_moment(options["since"])
+        until = command_moment(options["until"]) if options["until"] else timezone.now()
         if until <= since:
             raise CommandError("--until must be after --since")
         changed = reprice_range(since, until, provider=options["provider"], model=options["model"])
