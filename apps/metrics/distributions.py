@@ -22,7 +22,7 @@ from django.utils import timezone
 from apps.metrics import days, reads
 from apps.metrics.merge import Distribution, merge_distributions
 from apps.metrics.plan import choose_grouping, plan_reads
-from apps.metrics.query import Filters, Scope, _effective_tenants, _project_ids
+from apps.metrics.query import Filters, Scope, effective_tenants, filtered_project_ids
 from apps.metrics.reads import SharedReads
 from apps.rollups.models import DISTRIBUTIONS
 from apps.rollups.sketch import bucket_values
@@ -70,13 +70,13 @@ def merged_distributions(
     # The same scope rules as run_query (its helpers, so they cannot drift apart): the scope's
     # tenants become a tenant filter, and a limited scope always reads a set with the tenant.
     wanted = filters.by_dimension()
-    tenants = _effective_tenants(filters, scope)
+    tenants = effective_tenants(filters, scope)
     if tenants is not None:
         wanted["tenant"] = tenants
     needed = list(wanted)
     if scope.limited:
         needed.append("tenant")
-    project_ids = _project_ids(filters)
+    project_ids = filtered_project_ids(filters)
     parts: dict[str, list[Distribution]] = {dist: [] for dist in dists}
     if tenants != () and project_ids:
         grouping = choose_grouping(needed)

@@ -159,7 +159,7 @@ class QueryResult:
         return frame
 
 
-def _effective_tenants(filters: Filters, scope: Scope) -> tuple[str, ...] | None:
+def effective_tenants(filters: Filters, scope: Scope) -> tuple[str, ...] | None:
     """The tenant filter after the scope: None = no tenant filter, () = nothing visible."""
     if scope.tenants is None:
         return filters.tenants or None
@@ -169,7 +169,7 @@ def _effective_tenants(filters: Filters, scope: Scope) -> tuple[str, ...] | None
     return tuple(dict.fromkeys(allowed))
 
 
-def _project_ids(filters: Filters) -> tuple[int, ...]:
+def filtered_project_ids(filters: Filters) -> tuple[int, ...]:
     if filters.projects:
         return tuple(sorted(set(filters.projects)))
     from apps.accounts.models import Project
@@ -222,7 +222,7 @@ def _time_bucket(hour: datetime, granularity: str | None) -> datetime | None:
 def _filters(query: Query, scope: Scope) -> dict[str, tuple[str, ...]]:
     """The dimension filters a query reads with: its own, and the scope's tenants."""
     filters = query.filters.by_dimension()
-    tenants = _effective_tenants(query.filters, scope)
+    tenants = effective_tenants(query.filters, scope)
     if tenants is not None:
         filters["tenant"] = tenants
     return filters
@@ -253,7 +253,7 @@ def run_query(query: Query, scope: Scope, *, shared: SharedReads | None = None) 
     filters = _filters(query, scope)
     tenants = filters.get("tenant")
     grouping = grouping_for(query, scope)
-    project_ids = _project_ids(query.filters)
+    project_ids = filtered_project_ids(query.filters)
 
     groups: dict[tuple[Any, ...], Group] = {}
     plan = None
