@@ -155,6 +155,9 @@ SPAN_PARTITIONS_AHEAD_DAYS = env_int("SPAN_PARTITIONS_AHEAD_DAYS", 3, minimum=1)
 SPAN_MAX_FUTURE_SECONDS = env_int("SPAN_MAX_FUTURE_SECONDS", 3600, minimum=0)
 # Largest size of one stored attribute value (characters) and of a span's whole JSON.
 SPAN_ATTRIBUTE_MAX_CHARS = env_int("SPAN_ATTRIBUTE_MAX_CHARS", 1024, minimum=16)
+# Pages roll up the current hour's raw spans for the next freshness boundary in a background
+# thread while serving the previous one (apps/dashboard/page_reads.py).
+DASHBOARD_BACKGROUND_REFRESH = env_bool("DASHBOARD_BACKGROUND_REFRESH", True)
 SPAN_ATTRIBUTES_MAX_CHARS = env_int("SPAN_ATTRIBUTES_MAX_CHARS", 16384, minimum=256)
 # Attribute keys that carry the tenant and feature, in order of preference (span attributes,
 # then resource attributes, then W3C baggage copied to attributes).

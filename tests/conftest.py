@@ -23,17 +23,22 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings: object) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
+    # A background thread has its own connection and cannot see a test's uncommitted rows:
+    # the test that covers the refresh turns it on with committed data.
+    settings.DASHBOARD_BACKGROUND_REFRESH = False  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
     # Process-level caches must not carry rows from one test's (rolled back) database to the next.
     from apps.dashboard import page_reads
+    from apps.metrics import days
     from apps.pricing.services import PriceBook
     from apps.telemetry import partitions, views
 
     def forget() -> None:
         page_reads.forget()
+        days.CACHE.clear()
         partitions.forget_known_partitions()
         views.forget_cached_keys()
         PriceBook.forget()

@@ -27,7 +27,6 @@ import numpy as np
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from apps.accounts.access import scope_for
@@ -38,6 +37,7 @@ from apps.dashboard.page_reads import page_reads
 from apps.dashboard.page_reads import query as page_query
 from apps.dashboard.panels import change
 from apps.dashboard.params import (
+    page_now,
     MAX_RANGE,
     BadParameter,
     ViewParams,
@@ -452,7 +452,7 @@ def ttft_percentiles_chart(choice: Choice, a: dict[str, Any], b: dict[str, Any])
 def compare(request: HttpRequest) -> HttpResponse:
     scope = scope_for(request.user)
     try:
-        choice = parse_choice(request.GET, scope, timezone.now())
+        choice = parse_choice(request.GET, scope, page_now())
     except BadParameter as exc:
         return render(request, "dashboard/compare.html", {"error": str(exc), "kinds": _kind_links(None)}, status=400)
     context: dict[str, Any] = {

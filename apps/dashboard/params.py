@@ -8,6 +8,7 @@ previous period of the same length, and the dimension filters (`tenant`, `featur
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
@@ -106,7 +107,7 @@ def parse_moment_param(name: str, raw: str) -> datetime:
 
 
 def parse_params(query: QueryDict, now: datetime | None = None) -> ViewParams:
-    now = now or timezone.now()
+    now = now or page_now()
     compare = query.get("compare", "") in ("1", "true", "on")
     filters = {}
     for dimension in FILTER_DIMENSIONS:
@@ -133,13 +134,26 @@ def parse_params(query: QueryDict, now: datetime | None = None) -> ViewParams:
 # A preset's window ends at the last FRESHNESS boundary, so every page rendered in those
 # seconds asks about the same raw piece (page_reads keeps it that long).
 FRESHNESS = timedelta(seconds=10)
+# The moment a page is rendered "as of" (page_reads sets it: the FRESHNESS boundary of the
+# raw pieces it serves); outside a page, now.
+PAGE_AS_OF: ContextVar[datetime | None] = ContextVar("observatory_page_as_of", default=None)
+
+
+def page_now() -> datetime:
+    """Now, for the page being rendered: the moment its figures are as of."""
+    return PAGE_AS_OF.get() or timezone.now()
+
+
+def freshness_boundary(now: datetime) -> datetime:
+    """The last FRESHNESS boundary at or before `now`."""
+    return now - timedelta(seconds=now.second % FRESHNESS.seconds, microseconds=now.microsecond)
 
 
 def preset_window(preset: str, now: datetime) -> tuple[datetime, datetime]:
     """ "Last 7d" is the 7 whole hours-aligned days before the current hour, plus the current
     hour so far: closed hours come from rollups, and only the current hour is read raw (and
     the previous period, for comparisons, is whole rolled-up hours)."""
-    end = now - timedelta(seconds=now.second % FRESHNESS.seconds, microseconds=now.microsecond)
+    end = freshness_boundary(now)
     current_hour = end.replace(minute=0, second=0, microsecond=0)
     return current_hour - PRESETS[preset], end
 

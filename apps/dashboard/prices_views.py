@@ -28,13 +28,12 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from apps.accounts.access import scope_for
 from apps.dashboard.page_reads import page_reads
 from apps.dashboard.page_reads import query as page_query
-from apps.dashboard.params import BadParameter, ViewParams, filter_bar_context, parse_params
+from apps.dashboard.params import BadParameter, ViewParams, filter_bar_context, page_now, parse_params
 from apps.dashboard.views import table_csv
 from apps.metrics.query import Query, Scope
 from apps.pricing.models import Price
@@ -204,7 +203,7 @@ def add_price_hints(rows: list[dict[str, Any]], *, staff: bool, today: datetime)
 @login_required
 @page_reads
 def prices(request: HttpRequest) -> HttpResponse:
-    now = timezone.now()
+    now = page_now()
     try:
         params = parse_params(request.GET, now)
         when = request.GET.get("when") or DEFAULT_WHEN

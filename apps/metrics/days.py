@@ -1,19 +1,23 @@
-"""Distributions of whole closed days, merged once and kept in this process.
+"""Whole closed days, read once and kept in this process: their sums and merged distributions.
 
-A 30-day chart by day merges 720 hourly rows per distribution: at 10M spans a month that is
-~300k (index, count) pairs each, ~35 ms to send and merge, and a dashboard asks the same
-question again and again. The hours of a closed day change only when the rollup runner
-replaces them, so the merge of a whole day's rows is kept, per query shape (grouping set,
-filters, group-by) and distribution, under a version of the rows it was made from: their
-count and the sums of their ids, xmins and tuple positions (ctid). The runner deletes and
-inserts rows (new ids), and an UPDATE writes a new tuple version (a new ctid, and a new xmin
-in any later transaction), so a change to a day's rows moves its version; a VACUUM FULL
-moves it too, which only costs a fresh merge. The versions are read with every query, in
-its snapshot (an index scan of the rows without their arrays: ~1 ms for 30 days of a small
-grouping set). A stale entry is never used: it is replaced by a fresh merge.
+A 30-day page asks a dozen questions of the same 720 hours: read hour by hour, each one adds
+up thousands of rollup rows, and the distributions alone are ~300k (index, count) pairs per
+question at 10M spans a month. The rows of a closed day change only when the rollup runner
+replaces them, so each question's answer for a whole day (per query shape: grouping set,
+filters, group-by) is kept under the version of that day's rows: models.DayChange, which
+triggers on the rollup table write in the same transaction as any change to the rows. The
+versions are read with every query, in its snapshot (an Index Only Scan of a few rows a
+day), so a kept day is used only while its rows are exactly those it was read from; a
+changed day is read again.
 
-Only days whose 24 hours all come from rollups are kept: hours read raw (edges, noted
-hours) are never part of an entry. Hourly charts read hourly rows as before.
+Kept per (project, day, shape):
+- "sums": every SUM_COLUMNS sum per group-by value, whatever the query asked (the next
+  question of the page asks for other columns of the same rows); "sums+errors" adds the
+  errors_by_type breakdown;
+- one merged distribution per group-by value, per distribution asked for.
+
+Only days whose 24 hours all come from rollups are kept: hours read raw (edges, noted hours)
+are never part of an entry, and hourly charts read hourly rows as before.
 """
 
 from __future__ import annotations
@@ -21,35 +25,42 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
 
 from apps.metrics import reads, sql
-from apps.metrics.merge import Distribution, merge_distributions
+from apps.metrics.catalog import SUM_COLUMNS
+from apps.metrics.merge import merge_distributions
 from apps.metrics.plan import ReadPlan
+from apps.rollups.models import DISTRIBUTIONS
 
 DAY = timedelta(days=1)
-# The most (index, count) pairs kept (16 bytes each): ~32 MB a process. A 30-day overview
-# keeps ~40k.
+# What the kept days may hold, in (index, count) pairs (16 bytes each; a group's sums count
+# as SUMS_WEIGHT): ~32 MB a process. A 30-day overview keeps ~40k pairs.
 MAX_PAIRS = 2_000_000
+SUMS_WEIGHT = len(SUM_COLUMNS)
+SUM_NAMES = tuple(SUM_COLUMNS)
 
-Shape = tuple[int, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...], str]
+DayKey = tuple[int, datetime]  # (project, UTC midnight)
+Shape = tuple[int, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]
 Version = tuple[int, ...]
+# Per group-by values: (sums in SUM_NAMES order, errors_by_type or None), or a distribution.
+Part = dict[tuple[Any, ...], Any]
 
 
 class _Cache:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        # (project, day, shape) -> (version, {group-by values: merged distribution})
-        self.entries: OrderedDict[tuple[int, datetime, Shape], tuple[Version, dict[tuple[Any, ...], Distribution]]]
-        self.entries = OrderedDict()
+        # (project, day, shape, part) -> (version, part, its size)
+        self.entries: OrderedDict[tuple[int, datetime, Shape, str], tuple[Version, Part, int]] = OrderedDict()
         self.pairs = 0
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple[int, datetime, Shape], version: Version) -> dict[tuple[Any, ...], Distribution] | None:
+    def get(self, key: tuple[int, datetime, Shape, str], version: Version) -> Part | None:
         with self.lock:
             entry = self.entries.get(key)
             if entry is None or entry[0] != version:
@@ -59,19 +70,17 @@ class _Cache:
             self.hits += 1
             return entry[1]
 
-    def put(
-        self, key: tuple[int, datetime, Shape], version: Version, groups: dict[tuple[Any, ...], Distribution]
-    ) -> None:
-        size = sum(len(indexes) for indexes, _ in groups.values())
+    def put(self, key: tuple[int, datetime, Shape, str], version: Version, part: Part) -> None:
+        size = sum(len(value[0]) if key[3] in DISTRIBUTIONS else SUMS_WEIGHT for value in part.values())
         with self.lock:
             old = self.entries.pop(key, None)
             if old is not None:
-                self.pairs -= sum(len(indexes) for indexes, _ in old[1].values())
-            self.entries[key] = (version, groups)
+                self.pairs -= old[2]
+            self.entries[key] = (version, part, size)
             self.pairs += size
             while self.pairs > MAX_PAIRS and self.entries:
-                _, (_, evicted) = self.entries.popitem(last=False)
-                self.pairs -= sum(len(indexes) for indexes, _ in evicted.values())
+                _, (_, _, evicted) = self.entries.popitem(last=False)
+                self.pairs -= evicted
 
     def clear(self) -> None:
         with self.lock:
@@ -102,80 +111,128 @@ def whole_days(plan: ReadPlan) -> dict[int, list[datetime]]:
     return result
 
 
-def _versions(plan: ReadPlan, filters: Mapping[str, Sequence[str]]) -> dict[tuple[int, datetime], Version]:
-    filtered = sorted(filters, key=sql.DIMENSIONS.index)
+def kept_days(plan: ReadPlan) -> list[DayKey]:
+    """The (project, day) pairs of whole_days, in order."""
+    return [(project_id, day) for project_id, days in sorted(whole_days(plan).items()) for day in days]
+
+
+def residual_plans(plan: ReadPlan, kept: Sequence[DayKey]) -> list[ReadPlan]:
+    """The plan narrowed to each stretch of its rollup hours that holds hours outside `kept`
+    (usually the partial first and last days): those hours are read row by row, and a read
+    over the whole range would walk every kept day's rows only to skip them. A stretch may
+    still hold another project's kept days: the "skip" clause leaves those out."""
+    if plan.rollup_start is None or plan.rollup_end is None:
+        return []
+    if not kept:
+        return [plan]
+    everywhere = {day for day in {day for _, day in kept} if all((p, day) in set(kept) for p in plan.project_ids)}
+    stretches: list[tuple[datetime, datetime]] = []
+    moment = plan.rollup_start
+    for day in sorted(everywhere):
+        if moment < day:
+            stretches.append((moment, day))
+        moment = max(moment, day + DAY)
+    if moment < plan.rollup_end:
+        stretches.append((moment, plan.rollup_end))
+    return [replace(plan, rollup_start=start, rollup_end=end) for start, end in stretches]
+
+
+def _versions(pairs: Sequence[DayKey]) -> dict[DayKey, Version]:
     with connection.cursor() as cur:
-        cur.execute(sql.day_versions_sql(plan, filtered), sql.rollup_params(plan, filters))
-        return {(int(row[0]), row[1]): tuple(int(value) for value in row[2:]) for row in cur.fetchall()}
+        cur.execute(
+            sql.day_versions_sql(),
+            {
+                "project_ids": sorted({project_id for project_id, _ in pairs}),
+                "first_day": min(day for _, day in pairs),
+                "end_day": max(day for _, day in pairs) + DAY,
+            },
+        )
+        return {(int(row[0]), row[1].astimezone(UTC)): tuple(int(value) for value in row[2:]) for row in cur.fetchall()}
 
 
-def distribution_rows(
+def read(
     plan: ReadPlan,
-    granularity: str | None,
+    pairs: Sequence[DayKey],
     group_by: Sequence[str],
     filters: Mapping[str, Sequence[str]],
+    *,
+    sums: bool,
+    breakdown: bool,
     dists: Sequence[str],
-) -> list[tuple[Any, ...]]:
-    """Rows shaped like reads.rollup_distributions with granularity "hour" (bucket, *dims,
-    idx, cnt, ...), where a whole day may stand as one row at its midnight, merged."""
-    days = whole_days(plan)
-    if not any(days.values()):
-        return reads.rollup_distributions(plan, group_by, filters, dists)
-    versions = _versions(plan, filters)
-    shape_base = (
+) -> dict[DayKey, dict[str, Part]]:
+    """For each whole day in `pairs` (kept_days of the plan): its parts, read from the rollup
+    rows where not kept (or kept under another version). Parts: sums_part(breakdown) when
+    `sums`, and each of `dists`; within a part, one value per group-by values with rows."""
+    if not pairs:
+        return {}
+    versions = _versions(pairs)
+    shape: Shape = (
         plan.grouping,
         tuple(sorted((dim, tuple(values)) for dim, values in filters.items())),
         tuple(group_by),
     )
-    merged: dict[tuple[int, datetime], dict[tuple[Any, ...], list[Distribution]]] = {}
-    cached_rows: list[tuple[Any, ...]] = []
-    skip: list[tuple[int, datetime]] = []
-    stale: dict[tuple[int, datetime], Version] = {}
-    for project_id, project_days in days.items():
-        for day in project_days:
-            version = versions.get((project_id, day), ())
-            found = [CACHE.get((project_id, day, (*shape_base, dist)), version) for dist in dists]
-            if all(entry is not None for entry in found):
-                skip.append((project_id, day))
-                cached_rows.extend(_as_rows(day, found, group_by))  # type: ignore[arg-type]
+    parts = ([sums_part(breakdown)] if sums else []) + list(dists)
+    found: dict[DayKey, dict[str, Part]] = {}
+    missing: dict[str, list[DayKey]] = {part: [] for part in parts}
+    for pair in pairs:
+        found[pair] = {}
+        for part in parts:
+            entry = CACHE.get((*pair, shape, part), versions.get(pair, ()))
+            if entry is None:
+                missing[part].append(pair)
             else:
-                stale[(project_id, day)] = version
-                merged[(project_id, day)] = {}
-    rows = reads.rollup_distributions(plan, group_by, filters, dists, skip_days=skip, with_project=True)
-    out: list[tuple[Any, ...]] = []
-    width = 1 + len(group_by)
-    per_day: dict[tuple[int, datetime], dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {}
-    for row in rows:
-        project_id, bucket = row[0], row[1]
-        day = bucket.astimezone(UTC).replace(hour=0)
-        if (project_id, day) in stale:
-            per_day.setdefault((project_id, day), {}).setdefault(tuple(row[2 : 1 + width]), []).append(row[1 + width :])
-        else:
-            out.append(row[1:])
-    for (project_id, day), version in stale.items():
-        groups = per_day.get((project_id, day), {})
-        entries = []
-        for number, dist in enumerate(dists):
-            entry = {
-                values: merge_distributions([(parts[2 * number], parts[2 * number + 1]) for parts in arrays])
-                for values, arrays in groups.items()
-            }
-            CACHE.put((project_id, day, (*shape_base, dist)), version, entry)
-            entries.append(entry)
-        out.extend(_as_rows(day, entries, group_by))
-    return out + cached_rows
+                found[pair][part] = entry
+
+    if sums and missing[sums_part(breakdown)]:
+        wanted = missing[sums_part(breakdown)]
+        read_sums: dict[DayKey, Part] = {pair: {} for pair in wanted}
+        width = 2 + len(group_by)
+        rows = reads.rollup_sums(
+            _around(plan, wanted), "day", group_by, filters, SUM_NAMES, breakdown, days=("only", wanted),
+            with_project=True,
+        )  # fmt: skip
+        for row in rows:
+            pair = (int(row[0]), row[1].astimezone(UTC))
+            sums_values = tuple(row[width : width + len(SUM_NAMES)])
+            read_sums[pair][tuple(row[2:width])] = (sums_values, row[-1] if breakdown else None)
+        for pair, part in read_sums.items():
+            CACHE.put((*pair, shape, sums_part(breakdown)), versions.get(pair, ()), part)
+            found[pair][sums_part(breakdown)] = part
+
+    wanted = sorted({pair for dist in dists for pair in missing[dist]})
+    if wanted:
+        arrays: dict[DayKey, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {pair: {} for pair in wanted}
+        width = 2 + len(group_by)
+        rows = reads.rollup_distributions(
+            _around(plan, wanted), group_by, filters, dists, days=("only", wanted), with_project=True
+        )
+        for row in rows:
+            pair = (int(row[0]), row[1].astimezone(UTC).replace(hour=0))
+            arrays[pair].setdefault(tuple(row[2:width]), []).append(row[width:])
+        for pair, groups in arrays.items():
+            for number, dist in enumerate(dists):
+                merged = {
+                    values: merge_distributions([(parts[2 * number], parts[2 * number + 1]) for parts in rows])
+                    for values, rows in groups.items()
+                }
+                merged = {values: dist_value for values, dist_value in merged.items() if len(dist_value[0])}
+                CACHE.put((*pair, shape, dist), versions.get(pair, ()), merged)
+                found[pair][dist] = merged
+    return found
 
 
-def _as_rows(
-    day: datetime, entries: Sequence[dict[tuple[Any, ...], Distribution]], group_by: Sequence[str]
-) -> list[tuple[Any, ...]]:
-    """One row per group-by values of a day: (day, *values, idx, cnt, ...) over the dists."""
-    values = sorted({key for entry in entries for key in entry}, key=lambda key: tuple(str(v) for v in key))
-    empty = merge_distributions([])
-    rows = []
-    for key in values:
-        arrays: list[Any] = []
-        for entry in entries:
-            arrays.extend(entry.get(key, empty))
-        rows.append((day, *key, *arrays))
-    return rows
+def _around(plan: ReadPlan, pairs: Sequence[DayKey]) -> ReadPlan:
+    """The plan's rollup range narrowed to the days of `pairs`."""
+    return replace(plan, rollup_start=min(day for _, day in pairs), rollup_end=max(day for _, day in pairs) + DAY)
+
+
+def sums_part(breakdown: bool) -> str:
+    return "sums+errors" if breakdown else "sums"
+
+
+def sums_of(values: tuple[Any, ...], columns: Sequence[str]) -> list[Any]:
+    """The `columns` of a kept sums tuple (SUM_NAMES order)."""
+    return [values[_SUM_INDEX[column]] for column in columns]
+
+
+_SUM_INDEX = {column: number for number, column in enumerate(SUM_NAMES)}

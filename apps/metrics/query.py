@@ -281,22 +281,40 @@ def _read_rollups(
 ) -> None:
     if plan.rollup_start is None:
         return
+    # Whole closed days come from days.py (kept, or read and kept); the other rollup hours
+    # from their rows. Hourly charts read every hour's rows.
+    kept = days.kept_days(plan) if query.granularity != "hour" else []
+    day_clause = ("skip", kept) if kept else None
     keys = 1 + len(query.group_by)
-    for row in reads.rollup_sums(plan, query.granularity, query.group_by, filters, needs.sums, needs.breakdown):
-        group = groups.setdefault(_key(row[:keys]), Group())
-        group.add_sums(needs.sums, row[keys : keys + len(needs.sums)])
-        if needs.breakdown:
-            group.add_errors(row[-1])
-    if needs.distributions:
-        if query.granularity == "hour":
-            rows = reads.rollup_distributions(plan, query.group_by, filters, needs.distributions)
-        else:
-            rows = days.distribution_rows(plan, query.granularity, query.group_by, filters, needs.distributions)
-        for row in rows:
-            key = (_time_bucket(row[0], query.granularity), *row[1:keys])
-            group = groups.setdefault(key, Group())
-            for number, dist in enumerate(needs.distributions):
-                group.add_distribution(dist, row[keys + 2 * number], row[keys + 2 * number + 1])
+    for stretch in days.residual_plans(plan, kept):
+        sums = reads.rollup_sums(
+            stretch, query.granularity, query.group_by, filters, needs.sums, needs.breakdown, days=day_clause
+        )
+        for row in sums:
+            group = groups.setdefault(_key(row[:keys]), Group())
+            group.add_sums(needs.sums, row[keys : keys + len(needs.sums)])
+            if needs.breakdown:
+                group.add_errors(row[-1])
+        if needs.distributions:
+            rows = reads.rollup_distributions(stretch, query.group_by, filters, needs.distributions, days=day_clause)
+            for row in rows:
+                key = (_time_bucket(row[0], query.granularity), *row[1:keys])
+                group = groups.setdefault(key, Group())
+                for number, dist in enumerate(needs.distributions):
+                    group.add_distribution(dist, row[keys + 2 * number], row[keys + 2 * number + 1])
+    found = days.read(
+        plan, kept, query.group_by, filters, sums=True, breakdown=needs.breakdown, dists=needs.distributions
+    )
+    for (_, day), parts in found.items():
+        bucket = _time_bucket(day, query.granularity)
+        for values, (day_sums, errors) in parts[days.sums_part(needs.breakdown)].items():
+            group = groups.setdefault((bucket, *values), Group())
+            group.add_sums(needs.sums, days.sums_of(day_sums, needs.sums))
+            if needs.breakdown:
+                group.add_errors(errors)
+        for dist in needs.distributions:
+            for values, (indexes, counts) in parts[dist].items():
+                groups.setdefault((bucket, *values), Group()).add_distribution(dist, indexes, counts)
 
 
 def _add_raw_rows(

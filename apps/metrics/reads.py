@@ -77,13 +77,20 @@ def rollup_sums(
     filters: Mapping[str, Sequence[str]],
     sums: Sequence[str],
     breakdown: bool,
+    *,
+    days: tuple[str, Sequence[tuple[int, datetime]]] | None = None,
+    with_project: bool = False,
 ) -> list[tuple[Any, ...]]:
-    """(t, *dims, *sums[, errors_by_type]) per output row, from the plan's rollup hours."""
+    """([project,] t, *dims, *sums[, errors_by_type]) per output row, from the plan's rollup
+    hours; `days` = ("skip" | "only", (project, UTC midnight) pairs) leaves out, or reads
+    only, those whole days."""
     filtered = sorted(filters, key=sql.DIMENSIONS.index)
+    clause, params = _days_clause(plan, filters, days)
+    statement = sql.sums_sql(
+        plan, granularity, group_by, filtered, sums, breakdown, days=clause, with_project=with_project
+    )
     with connection.cursor() as cur:
-        cur.execute(
-            sql.sums_sql(plan, granularity, group_by, filtered, sums, breakdown), sql.rollup_params(plan, filters)
-        )
+        cur.execute(statement, params)
         rows = cur.fetchall()
     if breakdown:
         # Django's psycopg setup hands jsonb over as text (JSONField decodes it itself).
@@ -97,21 +104,27 @@ def rollup_distributions(
     filters: Mapping[str, Sequence[str]],
     dists: Sequence[str],
     *,
-    skip_days: Sequence[tuple[int, datetime]] = (),
+    days: tuple[str, Sequence[tuple[int, datetime]]] | None = None,
     with_project: bool = False,
 ) -> list[tuple[Any, ...]]:
     """([project,] bucket, *dims, idx, cnt, idx, cnt, ...) per rollup row, arrays as numpy
-    int64; not the rows of the (project, day) pairs in skip_days."""
+    int64; `days` as for rollup_sums."""
     filtered = sorted(filters, key=sql.DIMENSIONS.index)
-    params = sql.rollup_params(plan, filters)
-    params["skip_projects"] = [project_id for project_id, _ in skip_days]
-    params["skip_days"] = [day for _, day in skip_days]
-    statement = sql.distributions_sql(
-        plan, group_by, filtered, dists, skip_days=bool(skip_days), with_project=with_project
-    )
+    clause, params = _days_clause(plan, filters, days)
+    statement = sql.distributions_sql(plan, group_by, filtered, dists, days=clause, with_project=with_project)
     with _binary_cursor() as cur:
         cur.execute(statement, params, binary=True)
         return cur.fetchall()
+
+
+def _days_clause(
+    plan: ReadPlan, filters: Mapping[str, Sequence[str]], days: tuple[str, Sequence[tuple[int, datetime]]] | None
+) -> tuple[str | None, dict[str, Any]]:
+    params = sql.rollup_params(plan, filters)
+    if days is None or (days[0] == "skip" and not days[1]):
+        return None, params
+    params.update(sql.day_params(days[1]))
+    return days[0], params
 
 
 def raw_rows(piece: RawPiece, grouping_sets: Sequence[int]) -> list[dict[str, Any]]:

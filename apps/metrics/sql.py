@@ -52,7 +52,14 @@ def _check(granularity: str | None, group_by: Sequence[str], filtered: Sequence[
         assert name in DIMENSIONS, name
 
 
-def _where(plan: ReadPlan, filtered: Sequence[str]) -> str:
+# Whole days (project, UTC midnight) a read leaves to days.py ("skip") or reads alone ("only").
+_DAYS = (
+    "EXISTS (SELECT FROM unnest(%(day_projects)s::bigint[], %(day_starts)s::timestamptz[]) AS kept(project_id, day)"
+    " WHERE kept.project_id = r.project_id AND r.bucket >= kept.day AND r.bucket < kept.day + interval '1 day')"
+)
+
+
+def _where(plan: ReadPlan, filtered: Sequence[str], days: str | None = None) -> str:
     where = (
         "r.project_id = ANY(%(project_ids)s::bigint[]) AND r.grouping = %(grouping)s"
         " AND r.bucket >= %(rollup_start)s AND r.bucket < %(rollup_end)s"
@@ -63,7 +70,18 @@ def _where(plan: ReadPlan, filtered: Sequence[str]) -> str:
             " %(noted_ends)s::timestamptz[]) AS noted(project_id, start_at, end_at)"
             " WHERE noted.project_id = r.project_id AND r.bucket >= noted.start_at AND r.bucket < noted.end_at)"
         )
+    if days == "skip":
+        where += f" AND NOT {_DAYS}"
+    elif days == "only":
+        where += f" AND {_DAYS}"
+    else:
+        assert days is None, days
     return where + "".join(f" AND r.{dim} = ANY(%(filter_{dim})s::text[])" for dim in filtered)
+
+
+def day_params(days: Sequence[tuple[int, Any]]) -> dict[str, Any]:
+    """The parameters of a "skip" or "only" days clause: (project, UTC midnight) pairs."""
+    return {"day_projects": [project_id for project_id, _ in days], "day_starts": [day for _, day in days]}
 
 
 def sums_sql(
@@ -73,12 +91,20 @@ def sums_sql(
     filtered: Sequence[str],
     sums: Sequence[str],
     breakdown: bool,
+    *,
+    days: str | None = None,
+    with_project: bool = False,
 ) -> str:
+    """(t, *dims, *sums[, errors_by_type]) per output row; with_project puts the project
+    first and groups by it too. `days`: see _where."""
     _check(granularity, group_by, filtered)
     for column in sums:
         assert column in SUM_COLUMNS, column
     keys = ["t", *group_by]
     columns = [f"{TIME_BUCKETS[granularity]} AS t", *(f"r.{dim}" for dim in group_by)]
+    if with_project:
+        keys.insert(0, "r.project_id")
+        columns.insert(0, "r.project_id")
     columns += [f"sum(r.{column})::{SUM_COLUMNS[column]} AS {column}" for column in sums]
     if breakdown:
         # errors_by_type objects added key by key; array_agg belongs to the outer aggregate.
@@ -88,7 +114,7 @@ def sums_sql(
             " GROUP BY kv.key) AS e) AS errors_by_type"
         )
     return (
-        f"SELECT {', '.join(columns)} FROM rollups_rolluphour r WHERE {_where(plan, filtered)}"
+        f"SELECT {', '.join(columns)} FROM rollups_rolluphour r WHERE {_where(plan, filtered, days)}"
         f" GROUP BY {', '.join(keys)}"
     )
 
@@ -99,11 +125,10 @@ def distributions_sql(
     filtered: Sequence[str],
     dists: Sequence[str],
     *,
-    skip_days: bool = False,
+    days: str | None = None,
     with_project: bool = False,
 ) -> str:
-    """Each rollup row's distributions, by hour (r.bucket); with skip_days, not the rows of
-    the (project, day) pairs in %(skip_projects)s / %(skip_days)s (days.py has them)."""
+    """Each rollup row's distributions, by hour (r.bucket). `days`: see _where."""
     _check("hour", group_by, filtered)
     for dist in dists:
         assert dist in DISTRIBUTIONS, dist
@@ -112,25 +137,18 @@ def distributions_sql(
     for dist in dists:
         columns += [f"r.{dist}_idx", f"r.{dist}_cnt"]
     # Rows without any value of the distributions carry nothing to merge.
-    where = _where(plan, filtered) + " AND (" + " OR ".join(f"cardinality(r.{dist}_idx) > 0" for dist in dists) + ")"
-    if skip_days:
-        where += (
-            " AND NOT EXISTS (SELECT FROM unnest(%(skip_projects)s::bigint[], %(skip_days)s::timestamptz[])"
-            " AS skip(project_id, day) WHERE skip.project_id = r.project_id"
-            " AND r.bucket >= skip.day AND r.bucket < skip.day + interval '1 day')"
-        )
+    where = _where(plan, filtered, days)
+    where += " AND (" + " OR ".join(f"cardinality(r.{dist}_idx) > 0" for dist in dists) + ")"
     return f"SELECT {', '.join(columns)} FROM rollups_rolluphour r WHERE {where}"
 
 
-def day_versions_sql(plan: ReadPlan, filtered: Sequence[str]) -> str:
-    """(project, UTC day, rows, sum of ids, sum of xmins, sum of tuple positions) of the rows
-    a read covers: the version of a day's rows (days.py). The same index range scan as the
-    reads, without the arrays."""
-    _check(None, (), filtered)
+def day_versions_sql() -> str:
+    """(project, UTC day, notes, sum of their ids, the largest id) of models.DayChange: the
+    version of a day's rollup rows (days.py). An Index Only Scan of day_change_read."""
     return (
-        "SELECT r.project_id, date_trunc('day', r.bucket, 'UTC') AS day, count(*), sum(r.id),"
-        " sum(r.xmin::text::bigint), sum(((r.ctid::text::point)[0] * 65536 + (r.ctid::text::point)[1])::bigint)"
-        f" FROM rollups_rolluphour r WHERE {_where(plan, filtered)} GROUP BY 1, 2"
+        "SELECT project_id, day, count(*), sum(id), max(id) FROM rollups_daychange"
+        " WHERE project_id = ANY(%(project_ids)s::bigint[]) AND day >= %(first_day)s AND day < %(end_day)s"
+        " GROUP BY project_id, day"
     )
 
 

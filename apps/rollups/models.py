@@ -112,3 +112,27 @@ class DirtyHour(models.Model):
     class Meta:
         # The rollup task's read: the oldest noted hours first.
         indexes = [models.Index(fields=["hour", "project"], name="dirty_hour_read")]
+
+
+class DayChange(models.Model):
+    """A write to some RollupHour rows of a UTC day: the version of that day's rows.
+
+    Written by statement triggers on rollups_rolluphour (migration 0003), so every INSERT,
+    UPDATE and DELETE of rollup rows, whoever runs it, adds one row per (project, day) it
+    touched, in its own transaction: a reader sees the rows and their change notes in one
+    snapshot. The query layer keeps whole closed days it has read under their version
+    (count, sum and max of the ids here, apps/metrics/days.py), so a changed day is read
+    again. Insert-only from the triggers, so concurrent rollup workers never wait on each
+    other here; compact_day_changes folds each day's notes into one fresh row (a new id, so
+    never an earlier version).
+
+    No foreign key: a project's rollup rows are deleted with it, and their notes must not
+    stop that.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    project_id = models.BigIntegerField()
+    day = models.DateTimeField(help_text="UTC midnight of the day whose rollup rows changed")
+
+    class Meta:
+        indexes = [models.Index(fields=["project_id", "day", "id"], name="day_change_read")]

@@ -46,4 +46,5 @@ def rollup_pending_task(budget_seconds: float = SWEEP_BUDGET_SECONDS) -> int:
         done.update(batch)
     if done:
         log.info("recomputed %s noted hours", len(done))
+        runner.compact_day_changes()
     return len(done)

@@ -103,9 +103,49 @@ def test_the_oldest_kept_days_go_first_past_the_size_limit(monkeypatch: pytest.M
     monkeypatch.setattr(days, "MAX_PAIRS", 10)
     cache = days._Cache()
     four = {(): (np.arange(4), np.ones(4, dtype=np.int64))}
-    shape = (0, (), (), "e2e_ms")
+    shape = (0, (), ())
     for n in range(3):
-        cache.put((1, DAY + timedelta(days=n), shape), (n,), four)
-    assert cache.pairs == 8 and cache.get((1, DAY, shape), (0,)) is None
-    assert cache.get((1, DAY + timedelta(days=1), shape), (1,)) is not None
-    assert cache.get((1, DAY + timedelta(days=1), shape), (2,)) is None  # another version: not this entry
+        cache.put((1, DAY + timedelta(days=n), shape, "e2e_ms"), (n,), four)
+    assert cache.pairs == 8 and cache.get((1, DAY, shape, "e2e_ms"), (0,)) is None
+    assert cache.get((1, DAY + timedelta(days=1), shape, "e2e_ms"), (1,)) is not None
+    assert cache.get((1, DAY + timedelta(days=1), shape, "e2e_ms"), (2,)) is None  # another version: not this entry
+
+
+def test_every_write_to_a_days_rollup_rows_moves_its_version(project: Project, now: Any) -> None:
+    """The triggers note each (project, UTC day) a statement touches, and compaction folds a
+    day's notes into a fresh row: never back to a version seen before."""
+    from apps.metrics.days import _versions
+    from apps.rollups.models import DayChange
+    from apps.rollups.runner import compact_day_changes
+
+    days = [(project.pk, DAY + timedelta(days=n)) for n in range(3)]
+    seen = [_versions(days)]
+    assert set(seen[0]) == set(days)  # the fixture's inserts
+    RollupHour.objects.filter(bucket=DAY + timedelta(days=1, hours=6), grouping=0).update(requests=7)
+    seen.append(_versions(days))
+    assert seen[1][days[1]] != seen[0][days[1]]
+    assert seen[1][days[0]] == seen[0][days[0]] and seen[1][days[2]] == seen[0][days[2]]
+    RollupHour.objects.filter(bucket=DAY + timedelta(days=2, hours=2)).delete()
+    seen.append(_versions(days))
+    assert seen[2][days[2]] != seen[1][days[2]]
+
+    assert compact_day_changes() >= 2
+    assert DayChange.objects.filter(project_id=project.pk).count() == 3
+    seen.append(_versions(days))
+    for pair in days:
+        assert seen[3][pair] not in [earlier[pair] for earlier in seen[:3]]
+    assert compact_day_changes() == 0 and _versions(days) == seen[3]
+
+
+def test_partial_days_are_read_hour_by_hour_and_only_around_the_whole_days(project: Project, now: Any) -> None:
+    from apps.metrics.days import kept_days, residual_plans
+
+    plan = plan_reads(0, [project.pk], DAY + timedelta(hours=5), DAY + timedelta(days=3, hours=2), NOW)
+    kept = kept_days(plan)
+    assert kept == [(project.pk, DAY + timedelta(days=1)), (project.pk, DAY + timedelta(days=2))]
+    stretches = [(piece.rollup_start, piece.rollup_end) for piece in residual_plans(plan, kept)]
+    assert stretches == [
+        (DAY + timedelta(hours=5), DAY + timedelta(days=1)),
+        (DAY + timedelta(days=3), DAY + timedelta(days=3, hours=2)),
+    ]
+    assert residual_plans(plan, []) == [plan]

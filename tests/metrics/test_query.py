@@ -243,16 +243,23 @@ def test_rollup_reads_are_index_range_scans_of_one_grouping_set(travelled: Any) 
     filters = {"tenant": ("t",)}
     statements = [
         sql.sums_sql(plan, "day", ("tenant",), ["tenant"], ["requests", "cost_usd"], True),
-        sql.distributions_sql(plan, ("tenant",), ["tenant"], ["e2e_ms"], skip_days=True),
-        sql.day_versions_sql(plan, ["tenant"]),
+        sql.sums_sql(plan, "day", ("tenant",), ["tenant"], ["requests"], False, days="only", with_project=True),
+        sql.distributions_sql(plan, ("tenant",), ["tenant"], ["e2e_ms"], days="skip"),
     ]
-    params = {**sql.rollup_params(plan, filters), "skip_projects": [projects[0].pk], "skip_days": [DAY]}
+    params = {**sql.rollup_params(plan, filters), **sql.day_params([(projects[0].pk, DAY)])}
     for statement in statements:
         with connection.cursor() as cur:
             cur.execute(f"EXPLAIN {statement}", params)
             text = "\n".join(row[0] for row in cur.fetchall())
         assert "using rollup_hour_read" in text or "using rollup_hour_sums" in text, text
         assert "Seq Scan on rollups_rolluphour" not in text, text
+    with connection.cursor() as cur:
+        cur.execute(
+            f"EXPLAIN {sql.day_versions_sql()}",
+            {"project_ids": [projects[0].pk], "first_day": DAY, "end_day": DAY + timedelta(days=2)},
+        )
+        text = "\n".join(row[0] for row in cur.fetchall())
+    assert "day_change_read" in text, text
 
 
 def test_distributions_merge_like_the_sketch_module() -> None:

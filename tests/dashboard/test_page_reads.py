@@ -1,0 +1,62 @@
+"""The current hour's raw piece is rolled up off the request once a page generation is old
+(apps/dashboard/page_reads.py): pages keep the previous boundary's figures meanwhile, then
+show the new ones, and never a half-filled piece."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.test import Client
+
+from apps.dashboard import page_reads
+from tests.dashboard.test_overview import _ingest
+
+# 25 minutes into an hour, 1 s after a 10-second boundary: spans of a minute ago are in the
+# current hour, read raw.
+NOW = datetime(2026, 3, 4, 10, 25, 1, tzinfo=UTC)
+
+
+def _requests_card(client: Client) -> int:
+    html = client.get("/?range=1h").content.decode()
+    marker = '<div class="label">Requests</div><div class="value">'
+    assert marker in html
+    return int(html.split(marker, 1)[1].split("<", 1)[0].replace(",", ""))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pages_serve_the_previous_boundary_while_the_next_is_rolled_up(
+    client: Client, ingest_key: str, owner: Any, settings: Any
+) -> None:
+    settings.DASHBOARD_BACKGROUND_REFRESH = True
+    client.force_login(owner)
+    with time_machine.travel(NOW, tick=False) as traveller:
+        _ingest(client, ingest_key, count=2)
+        assert _requests_card(client) == 2  # the first page fills its generation itself
+
+        traveller.shift(timedelta(seconds=10))
+        _ingest(client, ingest_key, count=3)
+        assert _requests_card(client) == 2  # as of the previous boundary; a refresh started
+        page_reads.wait_for_refresh()
+        assert _requests_card(client) == 5  # the refreshed generation
+
+        # Past the grace period nothing stale is served: the request rolls up itself.
+        traveller.shift(page_reads.STALE_GRACE + timedelta(seconds=10))
+        _ingest(client, ingest_key, count=1)
+        assert _requests_card(client) == 6
+    page_reads.wait_for_refresh()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_background_refresh_every_boundary_is_rolled_up_by_the_request(
+    client: Client, ingest_key: str, owner: Any
+) -> None:
+    client.force_login(owner)
+    with time_machine.travel(NOW, tick=False) as traveller:
+        _ingest(client, ingest_key, count=2)
+        assert _requests_card(client) == 2
+        traveller.shift(timedelta(seconds=10))
+        _ingest(client, ingest_key, count=3)
+        assert _requests_card(client) == 5
