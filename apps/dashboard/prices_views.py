@@ -17,7 +17,7 @@ pairs lack a price is then the price book's answer for the stretch they were see
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -35,7 +35,7 @@ from apps.dashboard.page_reads import page_reads
 from apps.dashboard.page_reads import query as page_query
 from apps.dashboard.params import BadParameter, ViewParams, filter_bar_context, page_now, parse_params
 from apps.dashboard.views import table_csv
-from apps.metrics.query import Query, Scope
+from apps.metrics.query import Filters, Query, Scope
 from apps.pricing.models import Price
 from apps.pricing.providers import canonical_provider, is_self_hosted
 from apps.pricing.services import PriceBook
@@ -142,12 +142,49 @@ class Unpriced:
 
 def unpriced_listing(params: ViewParams, scope: Scope, book: PriceBook | None = None) -> Unpriced:
     granularity = "hour" if params.length <= HOURLY_UP_TO else "day"
+    book = book or PriceBook.current()
+    # Every model by day first (whole days are kept by the query layer). A model whose calls
+    # of unknown cost all fall where a price covers it, even at day precision, is priced; only
+    # the others are read hour by hour (for ranges shown by the hour), to tell exactly when
+    # they were first and last seen. A month of every model by hour would be ~10k rows.
+    pairs = _seen_unpriced(params, scope, "day", params.query_filters())
+    candidates = {key: pair for key, pair in pairs.items()
+                  if pair["cost_unknown_requests"] and not is_self_hosted(pair["provider"])}  # fmt: skip
+    unpriced = {key: pair for key, pair in candidates.items() if not _priced_throughout(pair, params, book, "day")}
+    if granularity == "hour" and unpriced:
+        narrowed = replace(
+            params.query_filters(),
+            providers=tuple(sorted({pair["provider"] for pair in unpriced.values()})),
+            models=tuple(sorted({pair["model"] for pair in unpriced.values()})),
+        )
+        by_hour = _seen_unpriced(params, scope, "hour", narrowed)
+        for key, pair in unpriced.items():
+            pair["first_seen"], pair["last_seen"] = by_hour[key]["first_seen"], by_hour[key]["last_seen"]
+        unpriced = {key: pair for key, pair in unpriced.items() if not _priced_throughout(pair, params, book, "hour")}
+    rows = sorted(unpriced.values(), key=lambda row: (-row["cost_unknown_requests"], row["provider"], row["model"]))
+    # Calls of priced models whose cost is unknown anyway: a price would not help them.
+    priced_but_unknown = sum(pair["cost_unknown_requests"] for key, pair in candidates.items() if key not in unpriced)
+    return Unpriced(rows=rows, priced_but_unknown=priced_but_unknown, granularity=granularity)
+
+
+def _priced_throughout(pair: dict[str, Any], params: ViewParams, book: PriceBook, granularity: str) -> bool:
+    """Whether a price row covers every moment of the buckets with calls of unknown cost."""
     step = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
+    seen_from = max(pair["first_seen"], params.start)
+    seen_to = min(pair["last_seen"] + step, params.end)
+    return all(segment.entry is not None for segment in book.segments(pair["provider"], pair["model"], seen_from, seen_to))
+
+
+def _seen_unpriced(
+    params: ViewParams, scope: Scope, granularity: str, filters: Filters
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (provider, model) in range: calls, calls of unknown cost, tokens, and the first
+    and last `granularity` bucket with a call of unknown cost."""
     query = Query(
         ("cost_unknown_requests", "requests", "input_tokens", "output_tokens"),
         params.start,
         params.end,
-        params.query_filters(),
+        filters,
         group_by=("provider", "model"),
         granularity=granularity,
     )
@@ -163,20 +200,7 @@ def unpriced_listing(params: ViewParams, scope: Scope, book: PriceBook | None = 
         if bucket["cost_unknown_requests"]:
             pair["first_seen"] = min(filter(None, (pair["first_seen"], bucket["time"])))
             pair["last_seen"] = max(filter(None, (pair["last_seen"], bucket["time"])))
-    book = book or PriceBook.current()
-    rows, priced_but_unknown = [], 0
-    for pair in pairs.values():
-        if not pair["cost_unknown_requests"] or is_self_hosted(pair["provider"]):
-            continue  # self-hosted calls are priced from GPU time, not a token price
-        seen_from = max(pair["first_seen"], params.start)
-        seen_to = min(pair["last_seen"] + step, params.end)
-        segments = book.segments(pair["provider"], pair["model"], seen_from, seen_to)
-        if any(segment.entry is None for segment in segments):
-            rows.append(pair)
-        else:
-            priced_but_unknown += pair["cost_unknown_requests"]
-    rows.sort(key=lambda row: (-row["cost_unknown_requests"], row["provider"], row["model"]))
-    return Unpriced(rows=rows, priced_but_unknown=priced_but_unknown, granularity=granularity)
+    return pairs
 
 
 def add_price_hints(rows: list[dict[str, Any]], *, staff: bool, today: datetime) -> None:

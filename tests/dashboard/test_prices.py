@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -185,3 +185,33 @@ def test_bad_parameters_are_a_400_with_the_reason(client: Client, owner: Any, qu
     response = client.get(f"/prices/?{query}")
     assert response.status_code == 400
     assert reason in response.content.decode().replace("&#x27;", "'")
+
+
+def test_a_model_priced_since_earlier_that_day_is_listed_by_the_hours_its_calls_were_seen(
+    client: Client, ingest_key: str, owner: Any
+) -> None:
+    """Day buckets say both models lacked a price for part of the day; the hours say whether
+    their calls of unknown cost came before the price (listed) or only after it (priced;
+    those calls lack tokens)."""
+    import time_machine
+
+    from apps.pricing.services import PriceBook
+
+    noon = datetime(2026, 5, 6, 12, 30, tzinfo=UTC)
+    no_usage = {k: v for k, v in PRICED.items() if not k.startswith("gen_ai.usage")}
+    with time_machine.travel(noon - timedelta(hours=4), tick=False):
+        _ingest(client, ingest_key, count=2, llm_attributes=_llm("gpt-9-preview"))  # no price yet
+    for model in ("gpt-9-preview", "gpt-9-mini"):
+        Price.objects.create(
+            provider="openai", model_pattern=model, effective_from=noon - timedelta(hours=2),
+            input_per_mtok=Decimal(1), output_per_mtok=Decimal(2), notes="added later",
+        )  # fmt: skip
+    PriceBook.forget()
+    with time_machine.travel(noon, tick=False):
+        _ingest(client, ingest_key, count=3, llm_attributes={**no_usage, "gen_ai.request.model": "gpt-9-mini"})
+        client.force_login(owner)
+        unpriced = client.get("/prices/?range=24h").context["unpriced"]
+    assert [(row["model"], row["cost_unknown_requests"]) for row in unpriced.rows] == [("gpt-9-preview", 2)]
+    row = unpriced.rows[0]
+    assert row["first_seen"] == row["last_seen"] == noon.replace(minute=0) - timedelta(hours=4)
+    assert unpriced.priced_but_unknown == 3
