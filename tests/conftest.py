@@ -48,6 +48,15 @@ def _fresh_caches() -> Iterator[None]:
     forget()
 
 
+@pytest.fixture(autouse=True)
+def _validated_charts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pages write their Plotly figure dicts unvalidated (speed); every test's figures go
+    # through graph_objects validation, so a misspelt property fails.
+    from apps.dashboard import charts
+
+    monkeypatch.setattr(charts, "VALIDATE", True)
+
+
 @pytest.fixture
 def project(db: None) -> Project:
     return Project.objects.create(name="acme-prod")
