@@ -100,3 +100,30 @@ def test_tenant_limited_user_sees_only_their_tenant(demo_site: dict[str, Any], w
     page.goto(f"{base}/traces/?range=7d")
     assert "acme" not in page.inner_text("main")
     screenshot(page, "overview-outsider")
+
+
+def test_the_dark_theme_holds_and_is_remembered(demo_site: dict[str, Any], watched_page: tuple[Any, Any]) -> None:
+    """The toggle switches to the dark palette (the page, its panels and the charts' text),
+    and the choice survives a reload; screenshots of both themes are kept."""
+    page, _ = watched_page
+    login(page, demo_site["url"], "owner")
+    page.goto(demo_site["url"] + "/features/support-chat/?range=7d")
+    page.wait_for_load_state("load")
+
+    def background() -> tuple[int, ...]:
+        colour = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        return tuple(int(part) for part in re.findall(r"\d+", colour)[:3])
+
+    page.evaluate("document.documentElement.dataset.theme = 'light'; localStorage.setItem('obs-theme', 'light')")
+    light = background()
+    assert sum(light) > 600, light
+    page.click("#theme-toggle")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    dark = background()
+    assert sum(dark) < 150, dark
+    page.reload()
+    page.wait_for_load_state("load")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark" and background() == dark
+    for figure in page.locator(".plotly-graph-div").all():
+        figure.locator(".main-svg").first.wait_for(state="attached")
+    screenshot(page, "feature-detail-dark")
