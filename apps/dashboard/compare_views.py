@@ -37,11 +37,11 @@ from apps.dashboard.page_reads import page_reads
 from apps.dashboard.page_reads import query as page_query
 from apps.dashboard.panels import change
 from apps.dashboard.params import (
-    page_now,
     MAX_RANGE,
     BadParameter,
     ViewParams,
     filter_bar_context,
+    page_now,
     parse_moment_param,
     parse_params,
 )

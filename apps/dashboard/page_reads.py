@@ -36,8 +36,8 @@ from django.utils import timezone
 from apps.dashboard.params import FRESHNESS, PAGE_AS_OF, freshness_boundary
 from apps.metrics import reads
 from apps.metrics.plan import RawPiece, floor_hour
-from apps.metrics.query import Query, QueryResult, Scope, SharedReads, filtered_project_ids, run_query
 from apps.metrics.query import Filters as QueryFilters
+from apps.metrics.query import Query, QueryResult, Scope, SharedReads, filtered_project_ids, run_query
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,7 @@ def _generation_for(now: datetime) -> _Generation:
         current = _generation
         if current is not None and current.as_of == boundary:
             return current
-        if (
-            current is not None
-            and boundary - current.as_of <= STALE_GRACE
-            and settings.DASHBOARD_BACKGROUND_REFRESH
-        ):
+        if current is not None and boundary - current.as_of <= STALE_GRACE and settings.DASHBOARD_BACKGROUND_REFRESH:
             if _refreshing is None:
                 _refreshing = boundary
                 threading.Thread(target=_refresh, args=(boundary,), name="page-reads-refresh", daemon=True).start()

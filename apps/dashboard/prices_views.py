@@ -172,7 +172,8 @@ def _priced_throughout(pair: dict[str, Any], params: ViewParams, book: PriceBook
     step = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
     seen_from = max(pair["first_seen"], params.start)
     seen_to = min(pair["last_seen"] + step, params.end)
-    return all(segment.entry is not None for segment in book.segments(pair["provider"], pair["model"], seen_from, seen_to))
+    segments = book.segments(pair["provider"], pair["model"], seen_from, seen_to)
+    return all(segment.entry is not None for segment in segments)
 
 
 def _seen_unpriced(

@@ -195,9 +195,9 @@ def read(
             pair = (int(row[0]), row[1].astimezone(UTC))
             sums_values = tuple(row[width : width + len(SUM_NAMES)])
             read_sums[pair][tuple(row[2:width])] = (sums_values, row[-1] if breakdown else None)
-        for pair, part in read_sums.items():
-            CACHE.put((*pair, shape, sums_part(breakdown)), versions.get(pair, ()), part)
-            found[pair][sums_part(breakdown)] = part
+        for pair, sums_read in read_sums.items():
+            CACHE.put((*pair, shape, sums_part(breakdown)), versions.get(pair, ()), sums_read)
+            found[pair][sums_part(breakdown)] = sums_read
 
     wanted = sorted({pair for dist in dists for pair in missing[dist]})
     if wanted:

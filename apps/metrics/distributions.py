@@ -85,8 +85,10 @@ def merged_distributions(
             if plan.rollup_start is not None:
                 kept = days.kept_days(plan)
                 for stretch in days.residual_plans(plan, kept):
-                    rows = reads.rollup_distributions(stretch, (), wanted, dists, days=("skip", kept) if kept else None)
-                    for row in rows:
+                    rollup_rows = reads.rollup_distributions(
+                        stretch, (), wanted, dists, days=("skip", kept) if kept else None
+                    )
+                    for row in rollup_rows:
                         # (bucket, idx, cnt, idx, cnt, ...): no group-by, so the arrays start at 1.
                         for number, dist in enumerate(dists):
                             parts[dist].append((row[1 + 2 * number], row[2 + 2 * number]))
