@@ -66,7 +66,7 @@ class _Generation:
 
 
 _generation: _Generation | None = None
-_refreshing: datetime | None = None  # the boundary a background refresh is rolling up
+_refreshing = False  # a background refresh is running
 _process_lock = threading.Lock()
 
 
@@ -78,8 +78,8 @@ def _generation_for(now: datetime) -> _Generation:
         if current is not None and current.as_of == boundary:
             return current
         if current is not None and boundary - current.as_of <= STALE_GRACE and settings.DASHBOARD_BACKGROUND_REFRESH:
-            if _refreshing is None:
-                _refreshing = boundary
+            if not _refreshing:
+                _refreshing = True
                 threading.Thread(target=_refresh, args=(boundary,), name="page-reads-refresh", daemon=True).start()
             return current
         _generation = _Generation(boundary, _LockedReads())
@@ -105,7 +105,7 @@ def _refresh(boundary: datetime) -> None:
         log.exception("background refresh of the dashboard's raw pieces as of %s failed", boundary)
     finally:
         with _process_lock:
-            _refreshing = None
+            _refreshing = False
         connection.close()  # this thread's own connection
 
 

@@ -125,7 +125,8 @@ def residual_plans(plan: ReadPlan, kept: Sequence[DayKey]) -> list[ReadPlan]:
         return []
     if not kept:
         return [plan]
-    everywhere = {day for day in {day for _, day in kept} if all((p, day) in set(kept) for p in plan.project_ids)}
+    kept_set = set(kept)
+    everywhere = {day for _, day in kept if all((project_id, day) in kept_set for project_id in plan.project_ids)}
     stretches: list[tuple[datetime, datetime]] = []
     moment = plan.rollup_start
     for day in sorted(everywhere):
@@ -135,6 +136,19 @@ def residual_plans(plan: ReadPlan, kept: Sequence[DayKey]) -> list[ReadPlan]:
     if moment < plan.rollup_end:
         stretches.append((moment, plan.rollup_end))
     return [replace(plan, rollup_start=start, rollup_end=end) for start, end in stretches]
+
+
+def residual_distribution_rows(
+    plan: ReadPlan, kept: Sequence[DayKey], group_by: Sequence[str], filters: Mapping[str, Sequence[str]],
+    dists: Sequence[str],
+) -> list[tuple[Any, ...]]:  # fmt: skip
+    """reads.rollup_distributions rows (bucket, *dims, idx, cnt, ...) of the plan's rollup
+    hours outside the kept days, read stretch by stretch (residual_plans)."""
+    day_clause = ("skip", kept) if kept else None
+    rows: list[tuple[Any, ...]] = []
+    for stretch in residual_plans(plan, kept):
+        rows.extend(reads.rollup_distributions(stretch, group_by, filters, dists, days=day_clause))
+    return rows
 
 
 def _versions(pairs: Sequence[DayKey]) -> dict[DayKey, Version]:
@@ -211,11 +225,12 @@ def read(
             arrays[pair].setdefault(tuple(row[2:width]), []).append(row[width:])
         for pair, groups in arrays.items():
             for number, dist in enumerate(dists):
-                merged = {
-                    values: merge_distributions([(parts[2 * number], parts[2 * number + 1]) for parts in rows])
-                    for values, rows in groups.items()
-                }
-                merged = {values: dist_value for values, dist_value in merged.items() if len(dist_value[0])}
+                merged = {}
+                for values, group_rows in groups.items():
+                    indexes, counts = merge_distributions([(arrays_of[2 * number], arrays_of[2 * number + 1])
+                                                           for arrays_of in group_rows])  # fmt: skip
+                    if len(indexes):
+                        merged[values] = (indexes, counts)
                 CACHE.put((*pair, shape, dist), versions.get(pair, ()), merged)
                 found[pair][dist] = merged
     return found

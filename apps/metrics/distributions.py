@@ -84,14 +84,10 @@ def merged_distributions(
             plan = plan_reads(grouping, project_ids, start, end, timezone.now())
             if plan.rollup_start is not None:
                 kept = days.kept_days(plan)
-                for stretch in days.residual_plans(plan, kept):
-                    rollup_rows = reads.rollup_distributions(
-                        stretch, (), wanted, dists, days=("skip", kept) if kept else None
-                    )
-                    for row in rollup_rows:
-                        # (bucket, idx, cnt, idx, cnt, ...): no group-by, so the arrays start at 1.
-                        for number, dist in enumerate(dists):
-                            parts[dist].append((row[1 + 2 * number], row[2 + 2 * number]))
+                for row in days.residual_distribution_rows(plan, kept, (), wanted, dists):
+                    # (bucket, idx, cnt, idx, cnt, ...): no group-by, so the arrays start at 1.
+                    for number, dist in enumerate(dists):
+                        parts[dist].append((row[1 + 2 * number], row[2 + 2 * number]))
                 for day_parts in days.read(plan, kept, (), wanted, sums=False, breakdown=False, dists=dists).values():
                     for dist in dists:
                         parts[dist].extend(day_parts[dist].values())

@@ -295,13 +295,12 @@ def _read_rollups(
             group.add_sums(needs.sums, row[keys : keys + len(needs.sums)])
             if needs.breakdown:
                 group.add_errors(row[-1])
-        if needs.distributions:
-            rows = reads.rollup_distributions(stretch, query.group_by, filters, needs.distributions, days=day_clause)
-            for row in rows:
-                key = (_time_bucket(row[0], query.granularity), *row[1:keys])
-                group = groups.setdefault(key, Group())
-                for number, dist in enumerate(needs.distributions):
-                    group.add_distribution(dist, row[keys + 2 * number], row[keys + 2 * number + 1])
+    if needs.distributions:
+        for row in days.residual_distribution_rows(plan, kept, query.group_by, filters, needs.distributions):
+            key = (_time_bucket(row[0], query.granularity), *row[1:keys])
+            group = groups.setdefault(key, Group())
+            for number, dist in enumerate(needs.distributions):
+                group.add_distribution(dist, row[keys + 2 * number], row[keys + 2 * number + 1])
     found = days.read(
         plan, kept, query.group_by, filters, sums=True, breakdown=needs.breakdown, dists=needs.distributions
     )

@@ -265,17 +265,16 @@ def rollup_range(start: datetime, end: datetime, project_ids: Sequence[int] | No
         chunk_start = chunk_end
     if workers <= 1 or len(chunks) <= 1:
         written = sum(_rollup_chunk(project_ids, chunk_start, chunk_end) for chunk_start, chunk_end in chunks)
-        compact_day_changes()
-        return written
+    else:
 
-    def rollup_chunk_on_own_connection(chunk: tuple[datetime, datetime]) -> int:
-        try:
-            return _rollup_chunk(project_ids, *chunk)
-        finally:
-            connection.close()  # this thread's connection; the pool thread may not run again
+        def rollup_chunk_on_own_connection(chunk: tuple[datetime, datetime]) -> int:
+            try:
+                return _rollup_chunk(project_ids, *chunk)
+            finally:
+                connection.close()  # this thread's connection; the pool thread may not run again
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rollup") as pool:
-        written = sum(pool.map(rollup_chunk_on_own_connection, chunks))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rollup") as pool:
+            written = sum(pool.map(rollup_chunk_on_own_connection, chunks))
     compact_day_changes()
     return written
 
