@@ -132,8 +132,10 @@ def test_sums_ratios_and_percentiles_merge_across_hours(travelled: Any) -> None:
     assert row["error_rate"] == pytest.approx(3 / 7)
     assert row["errors_by_type"] == {"429": 2, "timeout": 1}
     assert row["cost_usd"] == Decimal("1.2500000001") and isinstance(row["cost_usd"], Decimal)
-    assert row["cost_per_1k_requests"] == Decimal("1.2500000001") * 1000 / 7
-    assert row["cost_per_successful_task"] == Decimal("1.2500000001") / 2
+    # Money ratios on the one money scale: 10 decimals, rounded half-even.
+    assert row["cost_per_1k_requests"] == Decimal("178.5714285857")
+    assert row["cost_per_successful_task"] == Decimal("0.6250000000")  # 0.62500000005, half-even
+    assert row["cost_unknown_requests"] == 0  # asked for money: the unpriced calls come along
     assert row["prompt_cache_hit_rate"] == 0.25
     assert row["semantic_cache_hit_rate"] is None  # no lookups: no rate, not 0
     assert row["tokens_per_second"] == pytest.approx(600 / 2.5)
@@ -199,14 +201,15 @@ def test_scope_limits_every_figure_and_never_shows_unattributed(travelled: Any) 
     ]
     assert total(Scope(tenants=("acme",)), group_by=("feature",)) == [
         {"time": None, "feature": "chat", "requests": 1, "cost_usd": Decimal(1),
-         "e2e_ms_p50": bucket_value(bucket_index(1.0)), "e2e_ms_p50_samples": 1}
+         "e2e_ms_p50": bucket_value(bucket_index(1.0)), "e2e_ms_p50_samples": 1, "cost_unknown_requests": 0}
     ]  # fmt: skip
     # Filters narrow the scope, never widen it.
     assert total(Scope(tenants=("acme",)), Filters(tenants=("globex",)))[0]["requests"] == 0
     assert total(Scope(tenants=("acme",)), Filters(tenants=("globex", "acme")))[0]["requests"] == 1
     nothing = total(Scope(tenants=()))
     assert nothing == [
-        {"time": None, "requests": 0, "cost_usd": Decimal(0), "e2e_ms_p50": None, "e2e_ms_p50_samples": 0}
+        {"time": None, "requests": 0, "cost_usd": Decimal(0), "e2e_ms_p50": None, "e2e_ms_p50_samples": 0,
+         "cost_unknown_requests": 0}
     ]
     assert dimension_values("tenant", DAY, end, Scope(tenants=("acme", "", "globex"))) == ["acme", "globex"]
     assert dimension_values("tenant", DAY, end, Scope.everything()) == ["", "acme", "globex"]
