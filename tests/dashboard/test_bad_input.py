@@ -92,11 +92,15 @@ def test_a_nul_in_a_path_or_a_pages_own_parameter_is_a_400(logged_in: Client, ur
     _assert_400(logged_in.get(url), message)
 
 
-def test_the_same_parameters_are_a_400_in_the_api_with_the_same_message(logged_in: Client) -> None:
+def test_the_same_parameters_are_a_400_in_the_api_with_the_same_message(
+    logged_in: Client, caplog: pytest.LogCaptureFixture
+) -> None:
     for query, message in BAD_QUERIES:
-        response = logged_in.get(f"/api/v1/metrics?metrics=requests&{query}")
+        with caplog.at_level(logging.INFO, logger="apps.api.auth"):
+            response = logged_in.get(f"/api/v1/metrics?metrics=requests&{query}")
         assert response.status_code == 400, query
         assert message in response.json()["error"]
+        assert any(message in record.getMessage() for record in caplog.records)
 
 
 def test_a_good_query_on_the_same_pages_is_not_refused(logged_in: Client) -> None:
