@@ -83,5 +83,5 @@ def _respond(
     try:
         return view(request, *args, **kwargs)
     except BadRequest as exc:
-        log.info("400 on %s: %s", request.path, exc.message)
+        log.info("400 on %r: %s", request.path, exc.message)
         return error_response(400, exc.message)

@@ -13,6 +13,7 @@ import plotly
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
@@ -35,7 +36,7 @@ def bad_request(
 ) -> HttpResponse:
     """A 400 page that says what was wrong, with the filter bar at the default range so the
     person can carry on from there."""
-    log.info("400 on %s: %s", request.path, message)
+    log.info("400 on %r: %s", request.path, message)
     bar = filter_bar_context(default_params())
     return render(request, template, {**bar, **(context or {}), "error": message}, status=400)
 
@@ -53,6 +54,10 @@ def checked_page(view: View) -> View:
         try:
             for name, value in kwargs.items():
                 check_text(name, str(value))
+        except BadParameter as exc:
+            # This very path is unusable: the filter bar leads to the overview instead.
+            return bad_request(request, exc.message, context={"filter_action": reverse("overview")})
+        try:
             for name, values in request.GET.lists():
                 for value in values:
                     check_text(name, value)
