@@ -15,18 +15,18 @@ from __future__ import annotations
 from typing import Any
 
 from apps.accounts.models import TenantAccess
-from apps.metrics.query import Scope
+from apps.metrics.scope import Scope
 
 
 def scope_for(user: Any) -> Scope:
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
-        return Scope(tenants=())
+        return Scope.nothing()
     if user.is_staff or user.is_superuser:
         return Scope.everything()
     try:
         access = user.tenant_access
     except TenantAccess.DoesNotExist:
-        return Scope(tenants=())
+        return Scope.nothing()
     if access.all_tenants:
         return Scope.everything()
     # The empty string is the unattributed tenant: a list of tenants never grants it.

@@ -7,6 +7,7 @@ that also holds a session.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -18,6 +19,7 @@ from apps.accounts.models import ReadKey
 from apps.api.params import BadRequest
 
 ApiView = Callable[..., HttpResponse]
+log = logging.getLogger(__name__)
 
 
 class Unauthorized(Exception):
@@ -81,4 +83,5 @@ def _respond(
     try:
         return view(request, *args, **kwargs)
     except BadRequest as exc:
+        log.info("400 on %r: %s", request.path, exc.message)
         return error_response(400, exc.message)

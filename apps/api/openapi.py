@@ -12,12 +12,13 @@ from typing import Any
 
 from django.conf import settings
 
-from apps.api.params import FORMATS, MAX_PROJECT_ID, MAX_RANGE, RANGES
-from apps.metrics.catalog import LISTED_PERCENTILES
+from apps.api.params import DEFAULT_RANGE, FORMATS, MAX_PROJECT_ID, MAX_RANGE, RANGES
+from apps.metrics.catalog import COST_UNKNOWN, LISTED_PERCENTILES, MONEY_PLACES
 from apps.metrics.query import DIMENSIONS, DISTRIBUTIONS, GRANULARITIES, METRICS, MetricSpec
 
 API_VERSION = "1.0.0"
-DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+# USD amounts: fixed-point strings on the one money scale (catalog.MONEY_PLACES decimals).
+DECIMAL_PATTERN = rf"^-?[0-9]+(\.[0-9]{{1,{MONEY_PLACES}}})?$"
 _DISTS = "|".join(DISTRIBUTIONS)
 QUANTILE_PATTERN = rf"^({_DISTS})_p[0-9]{{1,6}}$"
 QUANTILE_SAMPLES_PATTERN = rf"^({_DISTS})_p[0-9]{{1,6}}_samples$"
@@ -35,14 +36,24 @@ staff see everything; other users see the tenants their tenant access grants, an
 without one. Filtering on a tenant outside that scope gives no data, not an error.
 
 **Values.** Datetimes are ISO 8601 in UTC (`2025-01-31T00:00:00Z`). USD amounts are strings
-holding the exact decimal (`"12.3400000000"`). Counts are integers; ratios, rates and
+holding a fixed-point decimal with {MONEY_PLACES} decimals (`"12.3400000000"`): every money
+figure, sums, savings and per-task or per-1k-requests costs alike, is rounded half-even to
+1e-{MONEY_PLACES} USD, the scale costs are stored at. Counts are integers; ratios, rates and
 percentiles are numbers; a ratio with a zero denominator or a percentile without samples is
 null. Every percentile `<dist>_p<N>` comes with `<dist>_p<N>_samples`, its sample count.
 
-**Time.** Either `range` (ending now; default `24h`) or `start` (and optional `end`,
-default now), at most {MAX_RANGE.days} days apart. The range is [start, end). Buckets are
-UTC hours, days or ISO weeks (from Monday); the first and last may be partial. A date-time
-without an offset is UTC.
+**Unknown cost is never 0.** A money figure over calls none of which is priced (no price
+row for the model, or token counts missing) is null, an empty cell in CSV. Whenever a money
+metric is asked for, each row also carries `{COST_UNKNOWN}`, the calls of the row whose cost
+is unknown: a partly priced figure is the known sum plus that many unpriced calls.
+
+**Time.** Either `range` (default `{DEFAULT_RANGE}`, the same as the pages') or `start` (and
+optional `end`), at most {MAX_RANGE.days} days apart, between 2000-01-01 and 2200-01-01. A
+range's window is the pages' window: it ends at the last 10-second boundary (`hh:mm:s0`)
+and starts on the hour, `range` before the current hour (`7d` at 14:37:23 is 7 days before
+14:00 to 14:37:20); whole hours come from rollups. Without `end`, a window ends at that same
+boundary. The window is [start, end). Buckets are UTC hours, days or ISO weeks (from
+Monday); the first and last may be partial. A date-time without an offset is UTC.
 
 **Errors.** Bad input is a 400 with `{{"error": "<what is wrong>"}}`; unknown parameters are
 errors too, so a misspelt filter never passes for a filtered answer.
@@ -77,8 +88,8 @@ def _value_schema(spec: MetricSpec) -> dict[str, Any]:
     if spec.kind == "quantile":
         return {"type": ["number", "null"]}
     if spec.is_money:
-        money: dict[str, Any] = {"type": "string", "pattern": DECIMAL_PATTERN}
-        return {"type": ["string", "null"], "pattern": DECIMAL_PATTERN} if spec.kind == "ratio" else money
+        # null: calls were made and none is priced (or, for a ratio, a zero denominator).
+        return {"type": ["string", "null"], "pattern": DECIMAL_PATTERN}
     if spec.kind == "ratio":
         return {"type": ["number", "null"]}
     return {"type": "integer"}
@@ -98,6 +109,7 @@ def _row_schema() -> dict[str, Any]:
         properties[name] = {**_value_schema(spec), "description": f"{spec.description} ({spec.unit})"}
         if spec.kind == "quantile":
             properties[f"{name}_samples"] = {"type": "integer", "minimum": 0, "description": f"samples of {name}"}
+    properties[COST_UNKNOWN]["description"] += "; in every row whenever a money metric is asked for, asked or not"
     return {
         "type": "object",
         "required": ["time"],
@@ -131,7 +143,8 @@ def _time_params() -> list[dict[str, Any]]:
         {
             "name": "range",
             "in": "query",
-            "description": "a range ending now (default 24h); not together with start/end",
+            "description": f"a preset window (default {DEFAULT_RANGE}): from the hour that long before the "
+            "current hour to the last 10-second boundary; not together with start/end",
             "schema": {"type": "string", "enum": list(RANGES)},
         },
         {
@@ -143,7 +156,8 @@ def _time_params() -> list[dict[str, Any]]:
         {
             "name": "end",
             "in": "query",
-            "description": f"ISO 8601 end (exclusive; default now); after start, at most {MAX_RANGE.days} days later",
+            "description": f"ISO 8601 end (exclusive; default the last 10-second boundary); after start, at most "
+            f"{MAX_RANGE.days} days later",
             "schema": {"type": "string", "format": "date-time"},
         },
     ]

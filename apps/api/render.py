@@ -1,10 +1,11 @@
 """Turning query results into JSON values and CSV cells, the same way for both.
 
 Values: datetimes are ISO 8601 in UTC with a "Z"; Decimals (USD amounts) are strings holding
-the exact fixed-point decimal ("0.0012340000"), so no client loses cents to binary floats;
-counts are integers; ratios and percentiles are numbers; a value that cannot be computed
-(no samples, a zero denominator) is null. In CSV, null is an empty cell and a JSON object
-(errors_by_type) is its JSON text.
+the fixed-point decimal on the query layer's one money scale ("0.0012340000", 10 decimals:
+apps/metrics/catalog.quantize_money), so no client loses cents to binary floats; counts are
+integers; ratios and percentiles are numbers; a value that cannot be computed or is not
+known (no samples, a zero denominator, a cost over calls none of which is priced) is null.
+In CSV, null is an empty cell and a JSON object (errors_by_type) is its JSON text.
 """
 
 from __future__ import annotations

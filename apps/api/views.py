@@ -8,7 +8,6 @@ machine-readable description.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -28,12 +27,13 @@ from apps.api.params import (
 )
 from apps.api.render import columns_for, iso, jsonable, to_csv
 from apps.metrics.query import DIMENSIONS, Filters, Query, dimension_values, metric_spec, run_query
+from apps.metrics.request import filters_echo
 
 JSON_OPTIONS = {"ensure_ascii": False}
 
 
 def _filters_echo(filters: Filters) -> dict[str, list[Any]]:
-    return {name: list(values) for name, values in asdict(filters).items() if values}
+    return dict(filters_echo(filters))
 
 
 def _query_echo(query: Query, range_name: str | None) -> dict[str, Any]:
@@ -66,9 +66,10 @@ def metrics(request: HttpRequest, user: Any) -> HttpResponse:
         return response
     document = {
         "query": _query_echo(query, asked.range_name),
+        # Every metric a row carries: those asked for, and cost_unknown_requests with money.
         "metrics": {
             name: {"unit": metric_spec(name).unit, "description": metric_spec(name).description}
-            for name in query.metrics
+            for name in query.reported
         },
         "rows": rows,
     }
@@ -85,7 +86,7 @@ def dimensions(request: HttpRequest, user: Any, dimension: str) -> HttpResponse:
     document = {
         "dimension": dimension,
         "query": {
-            "range": time_range.range_name,
+            "range": time_range.preset,
             "start": iso(time_range.start),
             "end": iso(time_range.end),
             "filters": _filters_echo(filters),

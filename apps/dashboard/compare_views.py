@@ -46,7 +46,7 @@ from apps.dashboard.params import (
     parse_params,
 )
 from apps.dashboard.templatetags.humanize_cost import ms, percent, usd
-from apps.dashboard.views import empty_state_context, table_csv
+from apps.dashboard.views import bad_request, checked_page, empty_state_context, table_csv
 from apps.metrics.distributions import merged_distributions
 from apps.metrics.query import FILTER_FIELDS, Filters, Query, Scope
 from apps.rollups.sketch import LOG_GAMMA
@@ -315,7 +315,8 @@ def figure_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _format(value: Any, unit: str, *, signed: bool = False) -> str:
     if value is None:
-        return "n/a"
+        # Money is None only when no call of the side is priced: unknown, not "no value".
+        return "unknown" if unit == "USD" else "n/a"
     sign = "+" if signed and value > 0 else "-" if signed and value < 0 else ""
     magnitude = abs(value) if signed else value
     if unit == "USD":
@@ -448,13 +449,14 @@ def ttft_percentiles_chart(choice: Choice, a: dict[str, Any], b: dict[str, Any])
 
 @require_GET
 @login_required
+@checked_page
 @page_reads
 def compare(request: HttpRequest) -> HttpResponse:
     scope = scope_for(request.user)
     try:
         choice = parse_choice(request.GET, scope, page_now())
     except BadParameter as exc:
-        return render(request, "dashboard/compare.html", {"error": str(exc), "kinds": _kind_links(None)}, status=400)
+        return bad_request(request, exc.message, "dashboard/compare.html", {"kinds": _kind_links(None)})
     context: dict[str, Any] = {
         **_filter_bar(choice),
         **empty_state_context(request),

@@ -27,7 +27,7 @@ from apps.dashboard import panels
 from apps.dashboard.page_reads import current as current_reads
 from apps.dashboard.page_reads import page_reads
 from apps.dashboard.params import BadParameter, ViewParams, filter_bar_context, parse_params
-from apps.dashboard.views import empty_state_context, table_csv
+from apps.dashboard.views import bad_request, checked_page, empty_state_context, table_csv
 from apps.metrics.query import Scope, SharedReads
 
 DEFAULT_SORT = "-cost_usd"
@@ -116,7 +116,7 @@ def _sort_headers(params: ViewParams, sort: str) -> dict[str, dict[str, str]]:
 
 
 def _bad_request(request: HttpRequest, template: str, message: str, context: dict[str, Any]) -> HttpResponse:
-    return render(request, template, {**context, "error": message}, status=400)
+    return bad_request(request, message, template, context)
 
 
 def _list_page(request: HttpRequest, kind_name: str) -> HttpResponse:
@@ -126,7 +126,7 @@ def _list_page(request: HttpRequest, kind_name: str) -> HttpResponse:
         params = parse_params(request.GET)
         sort = _sort_param(request)
     except BadParameter as exc:
-        return _bad_request(request, "dashboard/list.html", str(exc), page)
+        return _bad_request(request, "dashboard/list.html", exc.message, page)
     scope = scope_for(request.user)
     if request.GET.get("csv"):
         rows = panels.sort_rows(panels.breakdown(params, scope, kind.dimensions), sort)
@@ -176,7 +176,7 @@ def _detail_page(request: HttpRequest, subject: Subject) -> HttpResponse:
         if table_csv_name and table_csv_name not in tables:
             raise BadParameter(f"csv={table_csv_name!r} is not one of {', '.join(tables)}")
     except BadParameter as exc:
-        return _bad_request(request, "dashboard/detail.html", str(exc), page)
+        return _bad_request(request, "dashboard/detail.html", exc.message, page)
     # The page's own value replaces any filter on its dimensions; the filter bar shows the rest.
     base = _without(requested, kind.dimensions)
     params = base
@@ -227,6 +227,7 @@ def _detail_page(request: HttpRequest, subject: Subject) -> HttpResponse:
 
 @login_required
 @require_GET
+@checked_page
 @page_reads
 def features(request: HttpRequest) -> HttpResponse:
     return _list_page(request, "feature")
@@ -234,6 +235,7 @@ def features(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@checked_page
 @page_reads
 def tenants(request: HttpRequest) -> HttpResponse:
     return _list_page(request, "tenant")
@@ -241,6 +243,7 @@ def tenants(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@checked_page
 @page_reads
 def models(request: HttpRequest) -> HttpResponse:
     return _list_page(request, "model")
@@ -248,6 +251,7 @@ def models(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@checked_page
 @page_reads
 def feature_detail(request: HttpRequest, name: str) -> HttpResponse:
     return _detail_page(request, Subject(KINDS["feature"], (name,)))
@@ -255,6 +259,7 @@ def feature_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 @login_required
 @require_GET
+@checked_page
 @page_reads
 def tenant_detail(request: HttpRequest, name: str) -> HttpResponse:
     return _detail_page(request, Subject(KINDS["tenant"], (name,)))
@@ -262,6 +267,7 @@ def tenant_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 @login_required
 @require_GET
+@checked_page
 @page_reads
 def model_detail(request: HttpRequest, provider: str, model: str) -> HttpResponse:
     return _detail_page(request, Subject(KINDS["model"], (provider, model)))

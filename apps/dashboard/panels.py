@@ -79,9 +79,12 @@ def headline(params: ViewParams, scope: Scope) -> Headline:
 def cost_by(params: ViewParams, scope: Scope, dimension: str) -> Chart:
     rows = _query(params, scope, ("cost_usd", "requests"), group_by=(dimension,), granularity=params.granularity)
     rows = [row for row in rows if row["requests"]]
+    unpriced = sum(row["cost_unknown_requests"] for row in rows)
+    unpriced_note = f" {unpriced:,} calls of unknown cost (no price) add nothing here." if unpriced else ""
     return Chart(
         title=f"Cost by {params.granularity}, stacked by {dimension}",
-        what=f"LLM cost of calls per {params.granularity}, one colour per {dimension} (the top 8; the rest as other).",
+        what=f"LLM cost of calls per {params.granularity}, one colour per {dimension} (the top 8; the rest as other)."
+        + unpriced_note,
         unit="USD",
         range_text=params.describe_range().capitalize(),
         samples=sum(row["requests"] for row in rows),

@@ -2,8 +2,11 @@
 
 Every page takes the same parameters, so a view can be shared by its URL: the time range
 (`range=1h|24h|7d|30d` or `start`/`end` ISO dates for a custom one), `compare=1` for the
-previous period of the same length, and the dimension filters (`tenant`, `feature`,
-`provider`, `model`, `service`, each repeatable).
+previous period of the same length, and the filters (`tenant`, `feature`, `provider`,
+`model`, `service`, each repeatable, and `project` ids). They are read by the metrics
+layer's request model (apps/metrics/request.py) in its page dialect, so a page and the
+JSON API given the same parameters look at the same window and filters, and a bad value is
+the same BadRequest with the same message (a 400 page here, a 400 JSON error there).
 """
 
 from __future__ import annotations
@@ -17,21 +20,46 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from apps.metrics.query import Filters
-from observatory.moments import parse_moment
+from apps.metrics.request import (
+    DEFAULT_RANGE,
+    FRESHNESS,
+    MAX_RANGE,
+    PAGE,
+    PRESETS,
+    BadRequest,
+    TimeWindow,
+    check_span,
+    check_text,
+    freshness_boundary,
+    parse_filters,
+    parse_instant,
+    parse_window,
+    preset_window,
+)
 
-PRESETS: dict[str, timedelta] = {
-    "1h": timedelta(hours=1),
-    "24h": timedelta(hours=24),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-}
-DEFAULT_PRESET = "7d"
-MAX_RANGE = timedelta(days=400)
+__all__ = [
+    "DEFAULT_PRESET",
+    "FILTER_DIMENSIONS",
+    "FRESHNESS",
+    "MAX_RANGE",
+    "PAGE_AS_OF",
+    "PRESETS",
+    "BadParameter",
+    "ViewParams",
+    "check_span",
+    "check_text",
+    "filter_bar_context",
+    "freshness_boundary",
+    "page_now",
+    "parse_moment_param",
+    "parse_params",
+    "preset_window",
+]
+
+DEFAULT_PRESET = DEFAULT_RANGE
 FILTER_DIMENSIONS = ("tenant", "feature", "provider", "model", "service")
-
-
-class BadParameter(ValueError):
-    """A URL parameter a person typed wrong; the page shows the message instead of data."""
+# A page's bad parameter is the request model's: one class, one message, for pages and API.
+BadParameter = BadRequest
 
 
 @dataclass(frozen=True)
@@ -41,6 +69,11 @@ class ViewParams:
     preset: str | None  # None = custom range
     compare: bool = False
     filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    projects: tuple[int, ...] = ()
+
+    @property
+    def window(self) -> TimeWindow:
+        return TimeWindow(self.start, self.end, self.preset)
 
     @property
     def length(self) -> timedelta:
@@ -49,8 +82,7 @@ class ViewParams:
     @property
     def previous(self) -> tuple[datetime, datetime]:
         """The period before, of the preset's length (whole hours) or the custom range's."""
-        length = PRESETS[self.preset] if self.preset else self.length
-        return self.start - length, self.start
+        return self.window.previous
 
     @property
     def granularity(self) -> str:
@@ -63,6 +95,7 @@ class ViewParams:
 
     def query_filters(self) -> Filters:
         return Filters(
+            projects=self.projects,
             tenants=self.filters.get("tenant", ()),
             features=self.filters.get("feature", ()),
             providers=self.filters.get("provider", ()),
@@ -82,6 +115,7 @@ class ViewParams:
             pairs += [("start", self.start.isoformat()), ("end", self.end.isoformat())]
         if self.compare:
             pairs.append(("compare", "1"))
+        pairs += [("project", str(project)) for project in self.projects]
         for dimension in FILTER_DIMENSIONS:
             pairs += [(dimension, value) for value in self.filters.get(dimension, ())]
         names = set(overrides)
@@ -94,46 +128,28 @@ class ViewParams:
         return urlencode(pairs)
 
     def describe_range(self) -> str:
-        if self.preset:
-            return f"last {self.preset}"
-        return f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC"
+        return self.window.describe()
 
 
 def parse_moment_param(name: str, raw: str) -> datetime:
-    try:
-        return parse_moment(raw)
-    except ValueError:
-        raise BadParameter(f"{name}={raw!r} is not a date or date-time (use ISO 8601, e.g. 2026-11-01)") from None
+    """A moment parameter of a page's own (compare's a_start, ...), by the request model's rules."""
+    return parse_instant(name, raw)
 
 
 def parse_params(query: QueryDict, now: datetime | None = None) -> ViewParams:
-    now = now or page_now()
+    """A page's window and filters; BadParameter (the request model's BadRequest) when wrong."""
+    window = parse_window(query, now or page_now(), dialect=PAGE)
+    filters = parse_filters(query, dialect=PAGE)
     compare = query.get("compare", "") in ("1", "true", "on")
-    filters = {}
-    for dimension in FILTER_DIMENSIONS:
-        values = tuple(dict.fromkeys(v.strip() for v in query.getlist(dimension) if v.strip()))
-        if values:
-            filters[dimension] = values
-    if query.get("start") or query.get("end"):
-        if not (query.get("start") and query.get("end")):
-            raise BadParameter("a custom range needs both start and end")
-        start = parse_moment_param("start", query["start"])
-        end = parse_moment_param("end", query["end"])
-        if end <= start:
-            raise BadParameter("end must be after start")
-        if end - start > MAX_RANGE:
-            raise BadParameter(f"a range can be at most {MAX_RANGE.days} days")
-        return ViewParams(start=start, end=end, preset=None, compare=compare, filters=filters)
-    preset = query.get("range") or DEFAULT_PRESET
-    if preset not in PRESETS:
-        raise BadParameter(f"range={preset!r} is not one of {', '.join(PRESETS)}")
-    start, end = preset_window(preset, now)
-    return ViewParams(start=start, end=end, preset=preset, compare=compare, filters=filters)
+    by_dimension = {dim: values for dim, values in filters.by_dimension().items() if dim in FILTER_DIMENSIONS}
+    return ViewParams(window.start, window.end, window.preset, compare, by_dimension, filters.projects)
 
 
-# A preset's window ends at the last FRESHNESS boundary, so every page rendered in those
-# seconds asks about the same raw piece (page_reads keeps it that long).
-FRESHNESS = timedelta(seconds=10)
+def default_params(now: datetime | None = None) -> ViewParams:
+    """The page's parameters when none are given: what a 400 page's filter bar starts from."""
+    return parse_params(QueryDict(), now)
+
+
 # The moment a page is rendered "as of" (page_reads sets it: the FRESHNESS boundary of the
 # raw pieces it serves); outside a page, now.
 PAGE_AS_OF: ContextVar[datetime | None] = ContextVar("observatory_page_as_of", default=None)
@@ -142,20 +158,6 @@ PAGE_AS_OF: ContextVar[datetime | None] = ContextVar("observatory_page_as_of", d
 def page_now() -> datetime:
     """Now, for the page being rendered: the moment its figures are as of."""
     return PAGE_AS_OF.get() or timezone.now()
-
-
-def freshness_boundary(now: datetime) -> datetime:
-    """The last FRESHNESS boundary at or before `now`."""
-    return now - timedelta(seconds=now.second % FRESHNESS.seconds, microseconds=now.microsecond)
-
-
-def preset_window(preset: str, now: datetime) -> tuple[datetime, datetime]:
-    """ "Last 7d" is the 7 whole hours-aligned days before the current hour, plus the current
-    hour so far: closed hours come from rollups, and only the current hour is read raw (and
-    the previous period, for comparisons, is whole rolled-up hours)."""
-    end = freshness_boundary(now)
-    current_hour = end.replace(minute=0, second=0, microsecond=0)
-    return current_hour - PRESETS[preset], end
 
 
 def filter_bar_context(params: ViewParams) -> dict[str, object]:

@@ -34,7 +34,7 @@ from apps.accounts.access import scope_for
 from apps.dashboard.page_reads import page_reads
 from apps.dashboard.page_reads import query as page_query
 from apps.dashboard.params import BadParameter, ViewParams, filter_bar_context, page_now, parse_params
-from apps.dashboard.views import table_csv
+from apps.dashboard.views import bad_request, checked_page, table_csv
 from apps.metrics.query import Filters, Query, Scope
 from apps.pricing.models import Price
 from apps.pricing.providers import canonical_provider, is_self_hosted
@@ -226,6 +226,7 @@ def add_price_hints(rows: list[dict[str, Any]], *, staff: bool, today: datetime)
 
 @require_GET
 @login_required
+@checked_page
 @page_reads
 def prices(request: HttpRequest) -> HttpResponse:
     now = page_now()
@@ -238,7 +239,7 @@ def prices(request: HttpRequest) -> HttpResponse:
         if csv_table is not None and csv_table not in CSV_TABLES:
             raise BadParameter(f"csv={csv_table!r} is not one of {', '.join(CSV_TABLES)}")
     except BadParameter as exc:
-        return render(request, "dashboard/prices.html", {"error": str(exc)}, status=400)
+        return bad_request(request, exc.message, "dashboard/prices.html")
     # One `provider` filter for both tables: the catalog stores canonical names, spans the
     # name they arrived with (the query layer filters on that).
     providers = tuple(dict.fromkeys(filter(None, map(canonical_provider, params.filters.get("provider", ())))))

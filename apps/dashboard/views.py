@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import functools
+import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import plotly
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
@@ -18,7 +22,51 @@ from apps.accounts.access import scope_for
 from apps.accounts.models import IngestKey
 from apps.dashboard import panels
 from apps.dashboard.page_reads import page_reads
-from apps.dashboard.params import BadParameter, filter_bar_context, parse_params
+from apps.dashboard.params import BadParameter, check_text, default_params, filter_bar_context, parse_params
+
+log = logging.getLogger(__name__)
+View = TypeVar("View", bound=Callable[..., HttpResponse])
+
+
+def bad_request(
+    request: HttpRequest,
+    message: str,
+    template: str = "dashboard/bad_request.html",
+    context: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """A 400 page that says what was wrong, with the filter bar at the default range so the
+    person can carry on from there."""
+    log.info("400 on %r: %s", request.path, message)
+    bar = filter_bar_context(default_params())
+    return render(request, template, {**bar, **(context or {}), "error": message}, status=400)
+
+
+def checked_page(view: View) -> View:
+    """Refuse, before the view runs, what the request model refuses on every page: a bad
+    time range or filter (apps/metrics/request.py) and a NUL anywhere in the URL's
+    parameters or path (PostgreSQL text cannot hold one: it would be a DataError, a 500).
+    The view's own parameters (sort, kind, ...) are the view's to check."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return view(request, *args, **kwargs)  # its login_required sends them to log in first
+        try:
+            for name, value in kwargs.items():
+                check_text(name, str(value))
+        except BadParameter as exc:
+            # This very path is unusable: the filter bar leads to the overview instead.
+            return bad_request(request, exc.message, context={"filter_action": reverse("overview")})
+        try:
+            for name, values in request.GET.lists():
+                for value in values:
+                    check_text(name, value)
+            parse_params(request.GET)
+        except BadParameter as exc:
+            return bad_request(request, exc.message)
+        return view(request, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def table_csv(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...], filename: str) -> HttpResponse:
@@ -46,12 +94,13 @@ def empty_state_context(request: HttpRequest) -> dict[str, Any]:
 
 
 @login_required
+@checked_page
 @page_reads
 def overview(request: HttpRequest) -> HttpResponse:
     try:
         params = parse_params(request.GET)
     except BadParameter as exc:
-        return render(request, "dashboard/overview.html", {"error": str(exc)}, status=400)
+        return bad_request(request, exc.message, "dashboard/overview.html")
     scope = scope_for(request.user)
     csv_table = request.GET.get("csv")
     if csv_table in ("features", "tenants"):

@@ -10,9 +10,16 @@ Three kinds:
 - "quantile": `<distribution>_p<N>` (e2e_ms_p99), read from the merged distribution of the
   slice. Each comes with `<name>_samples`, the number of values it rests on.
 
-Money is Decimal everywhere in rows: sums are exact (NUMERIC in PostgreSQL), and money
-ratios (cost_per_1k_requests, cost_per_successful_task) are Decimal divisions at 28
-significant digits. QueryResult.to_frame turns them into floats for analysis.
+Money is Decimal everywhere in rows, on one scale: every money figure (sums, savings and
+the money ratios cost_per_1k_requests and cost_per_successful_task) is quantized by
+`quantize_money` to MONEY_PLACES = 10 decimals (1e-10 USD), the scale the spans' and
+rollups' NUMERIC columns store, so a stored sum is exact and a computed one (savings are
+products of token counts and per-token rates, ratios are divisions) is rounded half-even
+once, in one place. QueryResult.to_frame turns them into floats for analysis.
+
+Unknown is never zero: a money figure over calls none of which is priced is None, and a
+row with any money figure carries `cost_unknown_requests` (query.py), so a partly priced
+figure reads as "the known sum plus N unpriced calls".
 """
 
 from __future__ import annotations
@@ -20,13 +27,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Context, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 from apps.rollups.models import DISTRIBUTIONS
 
 # Decimal divisions of money: 28 significant digits whatever the caller's decimal context.
 MONEY_CONTEXT = Context(prec=28)
+# The one scale of money figures: the NUMERIC(_, 10) of Span.cost_usd and the rollup sums.
+MONEY_PLACES = 10
+MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
+# Quantizing needs room for every digit left of the point plus the ten after it.
+_QUANTIZE_CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
+# The metric that travels with every money figure.
+COST_UNKNOWN = "cost_unknown_requests"
 
 # RollupHour's additive columns, and the SQL type their sum is read as.
 SUM_COLUMNS: dict[str, str] = {
@@ -70,6 +84,23 @@ class MetricSpec:
     @property
     def is_money(self) -> bool:
         return self.unit.startswith("USD")
+
+
+def quantize_money(value: Decimal | None) -> Decimal | None:
+    """A money figure on the one scale (MONEY_PLACES decimals, half-even); None stays None."""
+    if value is None:
+        return None
+    return _QUANTIZE_CONTEXT.quantize(Decimal(value), MONEY_QUANTUM)
+
+
+def none_priced(sums: Sums) -> bool:
+    """Calls were made and none of them has a known cost: a money figure over them is
+    unknown, not 0. (No calls at all cost nothing: that 0 is known.)"""
+    return bool(sums["requests"]) and sums["cost_unknown"] >= sums["requests"]
+
+
+def _money_sum(column: str) -> Callable[[Sums], Any]:
+    return lambda sums: None if none_priced(sums) else sums[column]
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -127,27 +158,34 @@ _FIXED: tuple[MetricSpec, ...] = (
     _sum("output_tokens", "output_tokens", "Output tokens, reasoning included, of calls with known counts", "tokens"),
     _sum("reasoning_tokens", "reasoning_tokens", "Reasoning tokens (part of output tokens)", "tokens"),
     _sum("tokens_unknown", "tokens_unknown", "Calls whose input or output token count is unknown", "calls"),
-    _sum("cost_usd", "cost_usd", "Cost of priced calls (unknown costs excluded)", "USD"),
+    _derived(
+        "cost_usd",
+        "Cost of priced calls (unknown costs excluded; null when no call is priced)",
+        "USD",
+        "sum",
+        ("cost_usd", "requests", "cost_unknown"),
+        _money_sum("cost_usd"),
+    ),
     _sum(
         "cost_unknown", "cost_unknown_requests", "Calls whose cost is unknown (no price row, tokens unknown)", "calls"
     ),
     _derived(
         "cost_per_1k_requests",
-        "cost_usd / requests x 1000",
+        "cost_usd / requests x 1000 (null when no call is priced)",
         "USD per 1k calls",
         "ratio",
-        ("cost_usd", "requests"),
-        lambda s: _money_ratio(s["cost_usd"], s["requests"], 1000),
+        ("cost_usd", "requests", "cost_unknown"),
+        lambda s: None if none_priced(s) else _money_ratio(s["cost_usd"], s["requests"], 1000),
     ),
     _sum("tasks", "tasks", "Tasks (traces, or observatory.task.id), counted in the hour of their root span", "tasks"),
     _sum("successful_tasks", "successful_tasks", "Tasks whose root span is not an ERROR", "tasks"),
     _derived(
         "cost_per_successful_task",
-        "cost_usd (failures and retries included) / successful tasks",
+        "cost_usd (failures and retries included) / successful tasks (null when no call is priced)",
         "USD per task",
         "ratio",
-        ("cost_usd", "successful_tasks"),
-        lambda s: _money_ratio(s["cost_usd"], s["successful_tasks"]),
+        ("cost_usd", "successful_tasks", "requests", "cost_unknown"),
+        lambda s: None if none_priced(s) else _money_ratio(s["cost_usd"], s["successful_tasks"]),
     ),
     _derived(
         "prompt_cache_hit_rate",
@@ -157,11 +195,14 @@ _FIXED: tuple[MetricSpec, ...] = (
         ("cache_read_tokens", "input_tokens"),
         lambda s: _ratio(s["cache_read_tokens"], s["input_tokens"]),
     ),
-    _sum(
+    _derived(
         "cache_savings_usd",
-        "cache_savings_usd",
-        "Money saved by prompt caching: cache-read tokens x (input rate - cached-input rate)",
+        "Money saved by prompt caching: cache-read tokens x (input rate - cached-input rate) of priced calls "
+        "(null when no call is priced)",
         "USD",
+        "sum",
+        ("cache_savings_usd", "requests", "cost_unknown"),
+        _money_sum("cache_savings_usd"),
     ),
     _sum(
         "semantic_cache_lookups",

@@ -17,8 +17,11 @@ group-by every time bucket of the range is there, empty ones included (sums 0, r
 percentiles None), and granularity None gives exactly one row, the totals. Buckets are UTC
 hours, days, and ISO weeks (from Monday); the first and last may be partial.
 
-Money is Decimal (exact sums; see catalog.py). Ratios are None where their denominator is
-0; a percentile is None where it has no samples.
+Money is Decimal on one scale (10 decimals, catalog.quantize_money), and None where calls
+were made and none of them is priced: unknown is never shown as 0. A query that asks for
+any money metric gets `cost_unknown_requests` in every row too (Query.reported), so a
+partly priced figure always travels with the count of calls it leaves out. Ratios are None
+where their denominator is 0; a percentile is None where it has no samples.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from apps.metrics import days, reads
-from apps.metrics.catalog import METRICS, MetricSpec, metric_spec
+from apps.metrics.catalog import COST_UNKNOWN, METRICS, MetricSpec, metric_spec, quantize_money
 from apps.metrics.merge import Group
 from apps.metrics.plan import ReadPlan, choose_grouping, floor_hour, plan_reads
 from apps.metrics.reads import SharedReads
+from apps.metrics.scope import UNATTRIBUTED, Scope
 from apps.metrics.sql import TIME_BUCKETS
 from apps.rollups.models import DIMENSIONS, DISTRIBUTIONS
 from apps.rollups.sketch import quantiles
@@ -47,6 +51,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "GRANULARITIES",
     "METRICS",
+    "UNATTRIBUTED",
     "Filters",
     "MetricSpec",
     "Query",
@@ -64,7 +69,6 @@ GRANULARITIES = ("hour", "day", "week")
 # Filters field of each dimension.
 FILTER_FIELDS = {"tenant": "tenants", "feature": "features", "provider": "providers", "model": "models",
                  "service": "services"}  # fmt: skip
-UNATTRIBUTED = ""
 
 
 @dataclass(frozen=True)
@@ -81,26 +85,6 @@ class Filters:
     def by_dimension(self) -> dict[str, tuple[str, ...]]:
         """The filtered dimensions and their values."""
         return {dim: getattr(self, name) for dim, name in FILTER_FIELDS.items() if getattr(self, name)}
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Who is asking: applied on top of the filters, to every figure, totals included.
-
-    None = every tenant, unattributed traffic included (staff). A tuple = only these tenants,
-    and never the unattributed tenant '' even if listed; () = nothing at all.
-    apps.accounts.access.scope_for makes one from a user.
-    """
-
-    tenants: tuple[str, ...] | None = None
-
-    @classmethod
-    def everything(cls) -> Scope:
-        return cls(tenants=None)
-
-    @property
-    def limited(self) -> bool:
-        return self.tenants is not None
 
 
 @dataclass(frozen=True)
@@ -129,6 +113,14 @@ class Query:
         if self.granularity is not None and self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be None or one of {', '.join(GRANULARITIES)}")
 
+    @property
+    def reported(self) -> tuple[str, ...]:
+        """The metrics each row carries: those asked for, and `cost_unknown_requests` with
+        any money metric (a cost figure never travels without its count of unpriced calls)."""
+        if COST_UNKNOWN not in self.metrics and any(metric_spec(name).is_money for name in self.metrics):
+            return (*self.metrics, COST_UNKNOWN)
+        return self.metrics
+
 
 @dataclass
 class QueryResult:
@@ -141,7 +133,7 @@ class QueryResult:
     @property
     def columns(self) -> list[str]:
         names = ["time", *self.query.group_by]
-        for name in self.query.metrics:
+        for name in self.query.reported:
             names.append(name)
             if metric_spec(name).kind == "quantile":
                 names.append(f"{name}_samples")
@@ -161,12 +153,7 @@ class QueryResult:
 
 def effective_tenants(filters: Filters, scope: Scope) -> tuple[str, ...] | None:
     """The tenant filter after the scope: None = no tenant filter, () = nothing visible."""
-    if scope.tenants is None:
-        return filters.tenants or None
-    allowed = [tenant for tenant in scope.tenants if tenant != UNATTRIBUTED]
-    if filters.tenants:
-        allowed = [tenant for tenant in filters.tenants if tenant in allowed]
-    return tuple(dict.fromkeys(allowed))
+    return scope.visible_tenants(filters.tenants)
 
 
 def filtered_project_ids(filters: Filters) -> tuple[int, ...]:
@@ -248,7 +235,7 @@ def run_query(query: Query, scope: Scope, *, shared: SharedReads | None = None) 
     `shared` lets several queries of one page or email roll up their raw pieces once
     (reads.SharedReads).
     """
-    specs = [metric_spec(name) for name in query.metrics]
+    specs = [metric_spec(name) for name in query.reported]
     needs = _Needs(specs)
     filters = _filters(query, scope)
     tenants = filters.get("tenant")
@@ -369,7 +356,8 @@ def _row(key: tuple[Any, ...], group: Group, query: Query, specs: list[MetricSpe
             row[spec.name] = int(group.distribution(spec.distribution)[1].sum())
         else:
             assert spec.compute is not None
-            row[spec.name] = spec.compute({column: group.sum(column) for column in spec.columns})
+            value = spec.compute({column: group.sum(column) for column in spec.columns})
+            row[spec.name] = quantize_money(value) if spec.is_money else value
     return row
 
 

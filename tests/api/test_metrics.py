@@ -57,12 +57,15 @@ def test_document_echoes_the_query_and_describes_the_metrics(owner_client: Clien
     assert query["metrics"] == ["requests", "cost_usd", "e2e_ms_p99", "error_rate"]
     assert (query["range"], query["granularity"], query["group_by"]) == ("24h", None, [])
     assert query["filters"] == {"tenants": ["acme", "globex"]}
+    # A preset ends at the last 10-second boundary and starts on the hour, as on the pages.
     end = datetime.fromisoformat(query["end"])
-    assert query["end"].endswith("Z") and before <= end <= datetime.now(UTC)
-    assert datetime.fromisoformat(query["start"]) == end - timedelta(hours=24)
+    assert query["end"].endswith("Z") and before - timedelta(seconds=10) < end <= datetime.now(UTC)
+    assert end.second % 10 == 0 and end.microsecond == 0
+    assert datetime.fromisoformat(query["start"]) == end.replace(minute=0, second=0) - timedelta(hours=24)
     assert document["metrics"]["cost_usd"]["unit"] == "USD"
     assert document["metrics"]["e2e_ms_p99"]["unit"] == "ms"
-    assert set(document["metrics"]) == set(query["metrics"])
+    # A money metric brings the count of calls whose cost is unknown along.
+    assert set(document["metrics"]) == {*query["metrics"], "cost_unknown_requests"}
     row = totals(document)
     # USD as an exact fixed-point string; a percentile with its sample count.
     assert isinstance(row["cost_usd"], str) and "E" not in row["cost_usd"]
@@ -162,7 +165,7 @@ def test_csv_matches_json(owner_client: Client) -> None:
     reader = csv.reader(io.StringIO(response.content.decode()))
     header, *rows = list(reader)
     expected = ["time", "tenant", "model", "requests", "cost_usd", "e2e_ms_p95", "e2e_ms_p95_samples"]
-    assert header == [*expected, "error_rate", "errors_by_type"]
+    assert header == [*expected, "error_rate", "errors_by_type", "cost_unknown_requests"]
     assert len(rows) == len(document["rows"]) == 2
 
     def cell(value: Any) -> str:

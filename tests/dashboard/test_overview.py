@@ -64,7 +64,7 @@ def test_bad_range_is_a_400_with_the_reason(client: Client, owner: Any) -> None:
     client.force_login(owner)
     response = client.get("/?range=3y")
     assert response.status_code == 400
-    assert b"is not one of" in response.content
+    assert b"range must be one of 1h, 24h, 7d, 30d" in response.content
 
 
 def test_plotly_is_served_locally(client: Client) -> None:

@@ -176,7 +176,7 @@ def test_unpriced_listing_empty_state(client: Client, owner: Any) -> None:
     [
         ("when=later", "when='later' is not one of now, all"),
         ("csv=everything", "csv='everything' is not one of prices, unpriced"),
-        ("range=3y", "range='3y' is not one of"),
+        ("range=3y", "range must be one of 1h, 24h, 7d, 30d"),
         ("start=2026-01-02&end=2026-01-01", "end must be after start"),
     ],
 )

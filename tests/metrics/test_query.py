@@ -3,8 +3,9 @@ ratios, scope, granularity. The raw-span paths are in test_edges.py and test_acc
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -132,8 +133,10 @@ def test_sums_ratios_and_percentiles_merge_across_hours(travelled: Any) -> None:
     assert row["error_rate"] == pytest.approx(3 / 7)
     assert row["errors_by_type"] == {"429": 2, "timeout": 1}
     assert row["cost_usd"] == Decimal("1.2500000001") and isinstance(row["cost_usd"], Decimal)
-    assert row["cost_per_1k_requests"] == Decimal("1.2500000001") * 1000 / 7
-    assert row["cost_per_successful_task"] == Decimal("1.2500000001") / 2
+    # Money ratios on the one money scale: 10 decimals, rounded half-even.
+    assert row["cost_per_1k_requests"] == Decimal("178.5714285857")
+    assert row["cost_per_successful_task"] == Decimal("0.6250000000")  # 0.62500000005, half-even
+    assert row["cost_unknown_requests"] == 0  # asked for money: the unpriced calls come along
     assert row["prompt_cache_hit_rate"] == 0.25
     assert row["semantic_cache_hit_rate"] is None  # no lookups: no rate, not 0
     assert row["tokens_per_second"] == pytest.approx(600 / 2.5)
@@ -199,14 +202,21 @@ def test_scope_limits_every_figure_and_never_shows_unattributed(travelled: Any) 
     ]
     assert total(Scope(tenants=("acme",)), group_by=("feature",)) == [
         {"time": None, "feature": "chat", "requests": 1, "cost_usd": Decimal(1),
-         "e2e_ms_p50": bucket_value(bucket_index(1.0)), "e2e_ms_p50_samples": 1}
+         "e2e_ms_p50": bucket_value(bucket_index(1.0)), "e2e_ms_p50_samples": 1, "cost_unknown_requests": 0}
     ]  # fmt: skip
     # Filters narrow the scope, never widen it.
     assert total(Scope(tenants=("acme",)), Filters(tenants=("globex",)))[0]["requests"] == 0
     assert total(Scope(tenants=("acme",)), Filters(tenants=("globex", "acme")))[0]["requests"] == 1
     nothing = total(Scope(tenants=()))
     assert nothing == [
-        {"time": None, "requests": 0, "cost_usd": Decimal(0), "e2e_ms_p50": None, "e2e_ms_p50_samples": 0}
+        {
+            "time": None,
+            "requests": 0,
+            "cost_usd": Decimal(0),
+            "e2e_ms_p50": None,
+            "e2e_ms_p50_samples": 0,
+            "cost_unknown_requests": 0,
+        }
     ]
     assert dimension_values("tenant", DAY, end, Scope(tenants=("acme", "", "globex"))) == ["acme", "globex"]
     assert dimension_values("tenant", DAY, end, Scope.everything()) == ["", "acme", "globex"]
@@ -291,3 +301,67 @@ def test_the_sums_index_covers_every_column_a_sums_read_touches() -> None:
         )
         covered = {row[0] for row in cur.fetchall()}
     assert {"project_id", "grouping", "bucket", *DIMENSIONS, *SUM_COLUMNS} <= covered
+
+
+# The request model (apps/metrics/request.py): one reading of a query string for pages and API.
+
+
+def test_a_preset_starts_on_the_hour_and_ends_at_the_last_10_second_boundary() -> None:
+    from django.http import QueryDict
+
+    from apps.metrics.request import API, PAGE, parse_window
+
+    now = datetime(2026, 11, 20, 14, 37, 23, 500_000, tzinfo=UTC)
+    for dialect in (API, PAGE):
+        window = parse_window(QueryDict("range=7d"), now, dialect=dialect)
+        boundary = now.replace(second=20, microsecond=0)
+        assert (window.start, window.end) == (datetime(2026, 11, 13, 14, tzinfo=UTC), boundary)
+        assert window.previous == (datetime(2026, 11, 6, 14, tzinfo=UTC), window.start)
+        default = parse_window(QueryDict(""), now, dialect=dialect)
+        assert (default.start, default.end, default.preset) == (window.start, window.end, "7d")
+        custom = parse_window(QueryDict("start=2026-11-19"), now, dialect=dialect)
+        assert (custom.start, custom.end, custom.preset) == (datetime(2026, 11, 19, tzinfo=UTC), window.end, None)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("start=0001-01-01&end=0001-01-02", "start must be between 2000-01-01 and 2200-01-01"),
+        ("start=2026-01-01&end=9999-12-31", "end must be between 2000-01-01 and 2200-01-01"),
+        ("start=0001-01-01T00:00:00%2B14:00", "is out of range"),
+        ("start=2024-01-01&end=2025-03-01", "at most 400 days"),
+        ("start=2026-01-02&end=2026-01-01", "end must be after start"),
+        ("end=2026-01-01", "end needs a start"),
+        ("range=7d&start=2026-01-01", "either range or start/end"),
+        ("range=3y", "range must be one of 1h, 24h, 7d, 30d"),
+        ("tenant=ac%00me", "tenant may not contain NUL characters"),
+        ("project=x", "project takes project ids"),
+    ],
+)
+def test_both_dialects_refuse_the_same_mistakes_with_the_same_message(query: str, message: str) -> None:
+    from django.http import QueryDict
+
+    from apps.metrics.request import API, PAGE, BadRequest, parse_filters, parse_window
+
+    now = datetime(2026, 11, 20, 14, 37, 23, tzinfo=UTC)
+    for dialect in (API, PAGE):
+        with pytest.raises(BadRequest, match=re.escape(message)):
+            params = QueryDict(query)
+            parse_window(params, now, dialect=dialect)
+            parse_filters(params, dialect=dialect)
+
+
+def test_the_api_is_strict_and_splits_commas_pages_are_lenient_and_keep_them() -> None:
+    from django.http import QueryDict
+
+    from apps.metrics.request import API, PAGE, BadRequest, parse_filters, parse_window
+
+    now = datetime(2026, 11, 20, 14, 37, 23, tzinfo=UTC)
+    assert parse_filters(QueryDict("feature=a,b&feature=c"), dialect=API).features == ("a", "b", "c")
+    assert parse_filters(QueryDict("feature=a,b&feature=c"), dialect=PAGE).features == ("a,b", "c")
+    with pytest.raises(BadRequest, match="range may be given once"):
+        parse_window(QueryDict("range=7d&range=1h"), now, dialect=API)
+    with pytest.raises(BadRequest, match="start is empty"):
+        parse_window(QueryDict("start=&range=1h"), now, dialect=API)
+    # A cleared form field is no parameter at all on a page.
+    assert parse_window(QueryDict("start=&end=&range=1h"), now, dialect=PAGE).preset == "1h"
