@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "apps.metrics",
     "apps.dashboard",
     "apps.api",
+    "apps.insights",
 ]
 
 MIDDLEWARE = [
