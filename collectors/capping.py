@@ -90,22 +90,27 @@ def cap_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
 
 def cap_text_fields(values: dict[str, Any]) -> list[str]:
     """Cap the canonical text fields in `values` in place (TEXT_FIELD_MAX_BYTES, finish
-    reasons); returns the names of the fields that were cut, for TRUNCATED_ATTRIBUTE.
-
-    A value left empty becomes None: for these fields None is "not known".
-    """
+    reasons); returns the names of the fields that were cut, for TRUNCATED_ATTRIBUTE."""
     cut: list[str] = []
-    for field_name, limit in TEXT_FIELD_MAX_BYTES.items():
-        value = values.get(field_name)
-        if type(value) is not str:
+    limit_of = TEXT_FIELD_MAX_BYTES.get
+    # Over the values present (a dozen or so) rather than every limit, with the common case
+    # (short ASCII, no NUL) decided inline: this runs for every span ingested.
+    for field_name, value in values.items():
+        limit = limit_of(field_name)
+        if limit is None or type(value) is not str:
+            continue
+        if value.isascii() and len(value) <= limit and "\x00" not in value:
             continue
         capped, was_cut = cap_utf8(value, limit)
         if was_cut:
             cut.append(field_name)
-        if capped is not value:
-            values[field_name] = capped
+        # Replacing the value of a key while iterating is allowed: the dict's size is unchanged.
+        values[field_name] = capped
     reasons = values.get("finish_reasons")
-    if reasons:
+    if reasons and (
+        len(reasons) > MAX_FINISH_REASONS
+        or not all(r.isascii() and len(r) <= FINISH_REASON_MAX_BYTES and "\x00" not in r for r in reasons)
+    ):
         kept = []
         reasons_cut = len(reasons) > MAX_FINISH_REASONS
         for reason in reasons[:MAX_FINISH_REASONS]:
