@@ -75,8 +75,6 @@ def cap_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
     # isascii() is a flag lookup in CPython: the common short ASCII value costs no encoding.
     if text.isascii():
         return (text, False) if len(text) <= max_bytes else (text[:max_bytes], True)
-    if len(text) * 4 <= max_bytes:
-        return text, False
     try:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: not UTF-8, and PostgreSQL would refuse it
