@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from django.utils import timezone
+from django.test import Client
 
+from apps.accounts.admin import INGEST_REVOKE_HELP
 from apps.accounts.models import IngestKey, Project
 from apps.rollups.models import ALL_DIMS, RollupHour
 from apps.rollups.runner import rollup_pending, rollup_range
@@ -216,12 +217,22 @@ def two_worker_receiver(tmp_path: Path, transactional_db: None) -> Iterator[tupl
         yield base_url, log_path
 
 
-def test_a_revoked_key_is_refused_by_every_process_at_once(two_worker_receiver: tuple[str, Path], key: str) -> None:
+def test_a_revoked_key_is_refused_by_every_process_at_once(
+    two_worker_receiver: tuple[str, Path], key: str, client: Client, django_user_model: Any
+) -> None:
     base_url, log_path = two_worker_receiver
     accepted = make_traces(2)
     for _ in range(4):  # a fresh connection each: both workers serve the key and know it
         assert post(base_url, protobuf_body(accepted), key).status == 200
-    IngestKey.objects.update(revoked_at=timezone.now())
+    # Revoked with admin's action, which says when it takes effect; so does the change form.
+    client.force_login(django_user_model.objects.create_superuser("admin", "admin@example.com", "pw"))
+    ingest_key = IngestKey.objects.get()
+    assert INGEST_REVOKE_HELP in client.get(f"/admin/accounts/ingestkey/{ingest_key.pk}/change/").text
+    answer = client.post(
+        "/admin/accounts/ingestkey/", {"action": "revoke", "_selected_action": [ingest_key.pk]}, follow=True
+    )
+    assert "Revoked 1 ingest key(s)" in answer.text
+    assert IngestKey.objects.get().revoked_at is not None
     late = make_traces(2)
     for _ in range(6):
         answer = post(base_url, protobuf_body(late), key)
