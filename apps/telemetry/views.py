@@ -202,6 +202,14 @@ def _unavailable(exc: Exception) -> Rejection:
     )
 
 
+def _loggable(text: str) -> str:
+    """Client text (span ids, attribute keys) with control characters escaped: a newline
+    in a span id must not forge a log line, and a NUL must not reach the log at all."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def _rate_limited(retry_after: int) -> Rejection:
     return Rejection(
         429, f"ingest key over its rate limit of {settings.INGEST_RATE_LIMIT_SPANS_PER_S} spans/s, retry later",
@@ -269,7 +277,7 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
         response = _error_response(exc, media_type)
         if exc.status != 503:
             _throttled.warning(
-                (exc.reason, remote), "ingest rejected %s from %s: %s", exc.status, remote, exc.message[:500]
+                (exc.reason, remote), "ingest rejected %s from %s: %s", exc.status, remote, _loggable(exc.message[:500])
             )
         # Logged above, once per kind: Django's request logger would add a second WARNING
         # for every 4xx, unthrottled.
@@ -282,6 +290,6 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
             caller.key_prefix,
             result.accepted,
             len(result.rejected),
-            "; ".join(reason[:200] for reason in result.rejected[:5]),
+            _loggable("; ".join(reason[:200] for reason in result.rejected[:5])),
         )
     return _success_response(result.rejected, media_type)

@@ -404,3 +404,18 @@ def test_hostile_request(live_server: Any, case: Callable[[], Hostile], caplog: 
     assert post(live_server.url, protobuf_body(accepted), key).status == 200
     assert_stored_once(span_keys(accepted))
     assert Span.objects.count() == before + hostile.stored
+
+
+def test_client_text_in_log_lines_is_escaped(live_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A span id carrying a newline and a NUL is rejected, and its log line stays one line."""
+    caplog.set_level(logging.WARNING)
+    _, key = IngestKey.issue(Project.objects.create(name="hostile"), "k")
+    document = _json_doc(_traces(1))
+    _json_first_span(document)["spanId"] = "zz\n2026-01-01 WARNING forged\x00"
+    answer = post(live_server.url, _dumps(document), key, JSON)
+    assert answer.status == 200
+    assert json.loads(answer.body)["partialSuccess"]["rejectedSpans"] == 1
+    lines = [r.getMessage() for r in caplog.records if "partial success" in r.getMessage()]
+    assert len(lines) == 1
+    assert "\n" not in lines[0] and "\x00" not in lines[0]
+    assert "\\n2026-01-01 WARNING forged" in lines[0]
