@@ -155,6 +155,14 @@ def _cap_slowly(attributes: dict[str, Any], max_value_chars: int, max_total_char
     truncated = False
     for key, value in attributes.items():
         key = strip_nul(key)
+        if (type(value) is list or type(value) is dict) and 2 * len(value) > max_total_chars:
+            # Its JSON takes at least two characters an item: it could never be kept, so it
+            # is dropped without walking a client's million-item array.
+            truncated = True
+            continue
+        if len(key) > max_total_chars:
+            truncated = True
+            continue
         value, cut = _cap_nested(value, max_value_chars, 0)
         truncated = truncated or cut
         kind = type(value)
