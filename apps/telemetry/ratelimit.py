@@ -19,13 +19,15 @@ import math
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.storage import storage_from_string
-from limits.strategies import SlidingWindowCounterRateLimiter
 
 from observatory.logthrottle import ThrottledLog
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.strategies import SlidingWindowCounterRateLimiter
 
 log = logging.getLogger("observatory.ingest")
 _throttled = ThrottledLog(log)
@@ -83,6 +85,11 @@ def _storage_uri(redis_url: str) -> str:
 
 @cache
 def _configured(rate: int, burst: int, redis_url: str) -> SpanRateLimit:
+    # Imported here: a deployment without a rate limit never loads limits or its Redis client.
+    from limits import RateLimitItemPerSecond
+    from limits.storage import storage_from_string
+    from limits.strategies import SlidingWindowCounterRateLimiter
+
     burst = burst or rate * 10
     seconds = max(1, round(burst / rate))
     storage = storage_from_string(_storage_uri(redis_url), socket_timeout=1, socket_connect_timeout=1)
