@@ -26,7 +26,15 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from collectors.capping import cap_attributes, strip_nul
+from collectors.capping import (
+    MAX_FINISH_REASONS,
+    TEXT_FIELD_MAX_BYTES,
+    TRUNCATED_ATTRIBUTE,
+    cap_attributes,
+    cap_text_fields,
+    cap_utf8,
+    strip_nul,
+)
 from collectors.content import ContentItem, content_group, measure_content
 from collectors.records import STATUS_ERROR, CanonicalSpan, RawSpan, SpanRejected
 
@@ -62,6 +70,9 @@ class MappingConfig:
     max_attributes_chars: int = 8192
     # vLLM's span names no model; the serving tier's configuration does.
     vllm_model: str | None = None
+    # The resource attribute the rollups fall back to for a span's feature (settings
+    # FEATURE_FALLBACK_ATTRIBUTE); capped like the feature. service.name has its own column.
+    feature_fallback_key: str | None = None
     # Prompts and completions are private: by default only their size and a hash are kept.
     capture_content: bool = False
 
@@ -77,8 +88,13 @@ class MappingConfig:
 # the canonical value, or None when the value is unusable (then the next source is tried).
 # None of them raises: the values are whatever a client sent.
 
-_MAX_TEXT_CHARS = 256  # ids and names are indexed columns; nothing legitimate is longer
+# What a converter keeps of a string before capping.cap_text_fields cuts it to its field's
+# byte limit: enough that the cut is seen (and recorded) there, never a whole huge value.
+_MAX_TEXT_CHARS = 4096
 _MAX_TOKENS = 10**12
+# retry_attempt is an int4 column: a larger count would fail the whole batch's COPY.
+_MAX_RETRY_ATTEMPT = 10_000
+_FEATURE_MAX_BYTES = TEXT_FIELD_MAX_BYTES["feature"]
 _MAX_USD = 1_000_000  # for one call: beyond this the figure is a unit mistake
 
 
@@ -113,6 +129,11 @@ def _count(value: Any) -> int | None:
     else:
         return None
     return count if 0 <= count <= _MAX_TOKENS else None
+
+
+def _attempt(value: Any) -> int | None:
+    count = _count(value)
+    return count if count is not None and count <= _MAX_RETRY_ATTEMPT else None
 
 
 def _seconds_to_ms(value: Any) -> float | None:
@@ -166,7 +187,12 @@ def _reasons(value: Any) -> list[str] | None:
         else:
             return [strip_nul(value[:_MAX_TEXT_CHARS])] if value else None
     if type(value) is list:
-        reasons = [strip_nul(str(item)[:_MAX_TEXT_CHARS]) for item in value if item is not None and item != ""]
+        # One more than is kept, so the cut is seen and recorded; the rest is never read.
+        reasons = [
+            strip_nul(str(item)[:_MAX_TEXT_CHARS])
+            for item in value[: MAX_FINISH_REASONS + 1]
+            if item is not None and item != ""
+        ]
         return reasons or None
     return None
 
@@ -430,8 +456,8 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
         S("app.task.id", _text, OBSERVATORY),
     ),
     "retry_attempt": (
-        S("observatory.retry.attempt", _count, OBSERVATORY),
-        S("http.request.resend_count", _count, OTEL_GENERAL),
+        S("observatory.retry.attempt", _attempt, OBSERVATORY),
+        S("http.request.resend_count", _attempt, OTEL_GENERAL),
     ),
     "semantic_cache_hit": (S("observatory.semantic_cache.hit", _flag, OBSERVATORY),),
     "system_fingerprint": (
@@ -556,23 +582,38 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
 
     resource = raw.resource
     service_name = resource.get("service.name")
+    values["name"] = raw.name[:_MAX_TEXT_CHARS]
+    values["status_message"] = raw.status_message[:_MAX_TEXT_CHARS]
+    values["service_name"] = service_name[:_MAX_TEXT_CHARS] if type(service_name) is str else ""
+    values["scope_name"] = raw.scope_name[:_MAX_TEXT_CHARS]
+    values["tenant"] = _first_tag(config.tenant_keys, attributes, resource)
+    values["feature"] = _first_tag(config.feature_keys, attributes, resource)
+    # Every text column in bytes, NUL removed: rollup keys must fit their btree index.
+    truncated = cap_text_fields(values)
+    kept_attributes = cap_attributes(kept, config.max_attribute_chars, config.max_attributes_chars)
+    if truncated:
+        kept_attributes[TRUNCATED_ATTRIBUTE] = truncated
+    kept_resource = cap_attributes(resource, config.max_attribute_chars, config.max_attributes_chars)
+    fallback = config.feature_fallback_key
+    fallback_value = kept_resource.get(fallback) if fallback else None
+    if fallback and type(fallback_value) is str:
+        # The rollups read a feature of last resort from this resource attribute: it is a
+        # rollup key like the feature itself, so it gets the feature's byte limit.
+        capped, was_cut = cap_utf8(fallback_value, _FEATURE_MAX_BYTES)
+        if was_cut:
+            kept_resource = {**kept_resource, fallback: capped}
+            kept_attributes[TRUNCATED_ATTRIBUTE] = [*truncated, f"resource.{fallback}"]
     return CanonicalSpan(
         trace_id=raw.trace_id,
         span_id=raw.span_id,
         parent_span_id=raw.parent_span_id,
-        name=strip_nul(raw.name),
         kind=raw.kind,
         start_ns=raw.start_ns,
         end_ns=raw.end_ns,
         status_code=raw.status_code,
-        status_message=strip_nul(raw.status_message),
-        service_name=strip_nul(service_name) if type(service_name) is str else "",
-        scope_name=strip_nul(raw.scope_name),
         is_llm=is_llm,
-        tenant=_first_tag(config.tenant_keys, attributes, resource, config.max_attribute_chars),
-        feature=_first_tag(config.feature_keys, attributes, resource, config.max_attribute_chars),
-        attributes=cap_attributes(kept, config.max_attribute_chars, config.max_attributes_chars),
-        resource=cap_attributes(resource, config.max_attribute_chars, config.max_attributes_chars),
+        attributes=kept_attributes,
+        resource=kept_resource,
         **values,
     )
 
@@ -611,7 +652,7 @@ def _normalise_tokens(values: dict[str, Any]) -> None:
         values["output_tokens"] = output_tokens + reasoning
 
 
-def _first_tag(keys: Sequence[str], attributes: dict[str, Any], resource: dict[str, Any], limit: int) -> str | None:
+def _first_tag(keys: Sequence[str], attributes: dict[str, Any], resource: dict[str, Any]) -> str | None:
     # The span is more specific than its process: all span keys before any resource key.
     for source in (attributes, resource):
         for key in keys:
@@ -620,7 +661,7 @@ def _first_tag(keys: Sequence[str], attributes: dict[str, Any], resource: dict[s
                 continue
             if type(value) is str:
                 if value:
-                    return strip_nul(value[:limit]) or None
+                    return strip_nul(value[:_MAX_TEXT_CHARS]) or None
             elif type(value) is int:
                 return str(value)
     return None

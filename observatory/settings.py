@@ -148,6 +148,12 @@ WHITENOISE_USE_FINDERS = True
 INGEST_MAX_BODY_BYTES = env_int("INGEST_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
 INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 32 * 1024 * 1024, minimum=1024)
 INGEST_RETRY_AFTER_SECONDS = env_int("INGEST_RETRY_AFTER_SECONDS", 2, minimum=1)
+# Per ingest key, spans per second (0: no limit, the default); over it the receiver answers
+# 429 with Retry-After. Counted in Redis (REDIS_URL), so every web process shares the count.
+INGEST_RATE_LIMIT_SPANS_PER_S = env_int("INGEST_RATE_LIMIT_SPANS_PER_S", 0, minimum=0)
+# The most spans a quiet key may send at once; the rate is averaged over BURST / RATE
+# seconds. 0: ten seconds' worth of the rate. A batch larger than this is refused (413).
+INGEST_RATE_LIMIT_BURST_SPANS = env_int("INGEST_RATE_LIMIT_BURST_SPANS", 0, minimum=0)
 # Spans older than this many days are rejected (their partition would be dropped anyway);
 # daily partitions older than this are dropped by the maintenance task.
 SPAN_RETENTION_DAYS = env_int("SPAN_RETENTION_DAYS", 90, minimum=1)

@@ -5,12 +5,25 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.db import models
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from apps.accounts.models import IngestKey, Project, ReadKey, TenantAccess
 
+# Shown beside every place an ingest key can be revoked: the receiver caches no key.
+INGEST_REVOKE_HELP = "Set to revoke: the receiver refuses the key from its next request on, in every process."
 
-class IngestKeyInline(admin.TabularInline):
+
+class _RevokeHelp:
+    def formfield_for_dbfield(self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "revoked_at":
+            kwargs["help_text"] = INGEST_REVOKE_HELP
+        return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+
+
+class IngestKeyInline(_RevokeHelp, admin.TabularInline):
     model = IngestKey
     extra = 0
     fields = ("name", "prefix", "created_at", "revoked_at")
@@ -24,11 +37,19 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(IngestKey)
-class IngestKeyAdmin(admin.ModelAdmin):
+class IngestKeyAdmin(_RevokeHelp, admin.ModelAdmin):
     list_display = ("name", "project", "prefix", "created_at", "revoked_at")
     list_filter = ("project",)
     fields = ("project", "name", "prefix", "created_at", "revoked_at")
     readonly_fields = ("prefix", "created_at")
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected ingest keys (refused from their next request on)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[IngestKey]) -> None:
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(
+            request, f"Revoked {revoked} ingest key(s): the receiver refuses them from their next request on."
+        )
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if not change:

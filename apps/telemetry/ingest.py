@@ -11,10 +11,14 @@ from django.conf import settings
 
 from apps.pricing.services import price_spans
 from apps.telemetry.store import insert_spans
+from collectors.capping import TRUNCATED_ATTRIBUTE
 from collectors.conventions import MappingConfig, map_span
 from collectors.records import CanonicalSpan, RawSpan
+from observatory.logthrottle import ThrottledLog
 
 log = logging.getLogger(__name__)
+# One line per project a minute about values cut to their byte limits, then a count.
+_throttled = ThrottledLog(log)
 
 # Tokens in one request beyond this are not a real request: reject the span, keep the batch.
 MAX_TOKENS_PER_SPAN = 50_000_000
@@ -35,6 +39,9 @@ def mapping_config() -> MappingConfig:
         max_attribute_chars=settings.SPAN_ATTRIBUTE_MAX_CHARS,
         max_attributes_chars=settings.SPAN_ATTRIBUTES_MAX_CHARS,
         vllm_model=settings.VLLM_SERVED_MODEL or None,
+        feature_fallback_key=(
+            settings.FEATURE_FALLBACK_ATTRIBUTE if settings.FEATURE_FALLBACK_ATTRIBUTE != "service.name" else None
+        ),
     )
 
 
@@ -56,6 +63,28 @@ def _absurdity(span: CanonicalSpan, now_ns: int) -> str | None:
         if value is not None and not 0 <= value <= 7 * 86_400_000:
             return f"{name}={value} is out of range"
     return None
+
+
+def forget_log_state() -> None:
+    _throttled.forget()
+
+
+def _note_truncation(project_id: int, kept: list[CanonicalSpan]) -> None:
+    """One log line for the batch (not one per span) naming the fields that were cut."""
+    cut_spans = 0
+    fields: set[str] = set()
+    for span in kept:
+        cut = span.attributes.get(TRUNCATED_ATTRIBUTE)
+        if cut:
+            cut_spans += 1
+            fields.update(cut)
+    if cut_spans:
+        _throttled.warning(
+            ("truncated", project_id),
+            "ingest project=%d: %d of %d spans had values cut to their byte limits (%s); "
+            "see the span attribute %s",
+            project_id, cut_spans, len(kept), ", ".join(sorted(fields)), TRUNCATED_ATTRIBUTE,
+        )  # fmt: skip
 
 
 def _label(raw: RawSpan) -> str:
@@ -83,6 +112,7 @@ def ingest_spans(project_id: int, raw_spans: list[RawSpan], rejected: list[str])
             result.rejected.append(f"{_label(raw)}: {reason}")
             continue
         kept.append(span)
+    _note_truncation(project_id, kept)
     price_spans(kept)
     result.accepted = len(kept)
     result.inserted = insert_spans(project_id, kept)

@@ -49,14 +49,16 @@ def wait_for_http(url: str, seconds: float = 30) -> None:
 
 
 @contextmanager
-def gunicorn(database: str, log_path: Path, *, threads: int = 4, **env: str) -> Iterator[str]:
-    """Observatory's production web process on a free port; yields its base URL."""
+def gunicorn(database: str, log_path: Path, *, threads: int = 4, workers: int = 1, **env: str) -> Iterator[str]:
+    """Observatory's production web process on a free port; yields its base URL. With
+    `workers` > 1, requests are spread over that many processes (per-process state is not
+    shared)."""
     port = free_port()
     environment = {**os.environ, "DATABASE_URL": database, **env}
     with log_path.open("w") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "observatory.wsgi", "--bind", f"127.0.0.1:{port}",
-             "--workers", "1", "--threads", str(threads), "--access-logfile", "-"],
+             "--workers", str(workers), "--threads", str(threads), "--access-logfile", "-"],
             cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
