@@ -446,6 +446,7 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
         S("gen_ai.response.finish_reasons", _reasons, OTEL),  # vLLM: the same key, JSON-encoded
         S("gen_ai.response.finish_reason", _reasons, OPENLLMETRY),
         S("llm.finish_reason", _reasons, OPENINFERENCE),
+        S("anthropic.message.stop_reason", _reasons, ANTHROPIC_SDK),  # (package): Anthropic's own words
     ),
     "error_type": (S("error.type", _text, OTEL_GENERAL),),
     "_level": (S("langfuse.observation.level", _lower, LANGFUSE),),  # "error" marks a failure
@@ -486,6 +487,7 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
     "service_tier": (
         S("openai.response.service_tier", _text, OTEL),  # also OpenLLMetry
         S("gen_ai.openai.response.service_tier", _text, OTEL_DEPRECATED),
+        S("anthropic.response.service_tier", _text, ANTHROPIC_SDK),  # (package)
     ),
     "response_id": (
         S("gen_ai.response.id", _text, OTEL),

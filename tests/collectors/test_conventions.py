@@ -250,7 +250,9 @@ ANTHROPIC_SDK_SPAN = {
     "gen_ai.usage.cache_read.input_tokens": 1000,
     "gen_ai.usage.cache_write.input_tokens": 50,
     "gen_ai.usage.output_tokens": 300,
-    "gen_ai.response.finish_reasons": ["end_turn"],
+    # anthropic 2.16.0 sets no gen_ai.response.finish_reasons: its own keys instead.
+    "anthropic.message.stop_reason": "end_turn",
+    "anthropic.response.service_tier": "standard",
 }
 
 
@@ -260,6 +262,8 @@ def test_anthropic_sdk_span_already_includes_cache_in_input() -> None:
     assert span.provider == "anthropic"
     assert _tokens(span) == (1250, 1000, 50, 300, None)
     assert span.finish_reasons == ["end_turn"]
+    assert span.service_tier == "standard"
+    assert span.attributes == {}
 
 
 def test_openllmetry_anthropic_span_reports_the_same_call_the_same_way() -> None:
