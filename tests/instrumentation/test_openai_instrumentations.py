@@ -13,26 +13,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
-from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind
-from pytest_django.live_server_helper import LiveServer
 
-from apps.accounts.models import IngestKey, Project
 from apps.pricing.models import Price
-from apps.pricing.services import PriceBook
 from apps.telemetry.models import Span
+from tests.instrumentation.calls import FEATURE, TENANT, calls_by_tenant_and_feature, flush, request_root
 from tests.support.openai_server import COMPLETION_TEXT, SYSTEM_FINGERPRINT, OpenAITestServer
 
 SYSTEM_PROMPT = "You are a terse support assistant."
@@ -41,8 +33,6 @@ MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": SYSTEM_PROMPT},
     {"role": "user", "content": PROMPT},
 ]
-TENANT = "acme"
-FEATURE = "ticket-summary"
 MODEL = "gpt-4o-mini"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"
 STATUS_ERROR = 2
@@ -219,22 +209,6 @@ INSTRUMENTATIONS = [
 ]
 
 
-@pytest.fixture
-def tracer_provider(live_server: LiveServer, price_catalog: None) -> Iterator[TracerProvider]:
-    """The application's own provider (not the global one), exporting to the live receiver."""
-    _, key = IngestKey.issue(Project.objects.create(name="instrumented-app"), "k")
-    exporter = OTLPSpanExporter(
-        endpoint=f"{live_server.url}/v1/traces",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=10,
-    )
-    provider = TracerProvider(resource=Resource.create({"service.name": "support-api"}))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    yield provider
-    provider.shutdown()
-    PriceBook.forget()
-
-
 @pytest.fixture(params=INSTRUMENTATIONS)
 def instrumentation(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tracer_provider: TracerProvider
@@ -252,17 +226,6 @@ def instrumentation(
 @pytest.fixture
 def client(openai_server: OpenAITestServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=openai_server.base_url, api_key="test", max_retries=0)
-
-
-def _flush(provider: TracerProvider) -> None:
-    # force_flush returns once the exporter's POSTs have been answered, so the rows are there.
-    assert provider.force_flush(30_000)
-
-
-def _request_root(provider: TracerProvider) -> AbstractContextManager[trace.Span]:
-    tracer = provider.get_tracer("support-api")
-    attributes = {"tenant.id": TENANT, "app.feature": FEATURE}
-    return tracer.start_as_current_span("POST /tickets/summary", kind=SpanKind.SERVER, attributes=attributes)
 
 
 def _expected_cost(span: Span, price: Price) -> Decimal:
@@ -303,7 +266,7 @@ def test_chat_calls_arrive_with_tokens_cost_and_the_requests_tenant(
     openai_server: OpenAITestServer,
 ) -> None:
     expected = instrumentation
-    with _request_root(tracer_provider):
+    with request_root(tracer_provider):
         reply = client.chat.completions.create(model=MODEL, messages=MESSAGES)
         assert reply.usage is not None and reply.usage.prompt_tokens == 1200
         stream = client.chat.completions.create(
@@ -316,7 +279,7 @@ def test_chat_calls_arrive_with_tokens_cost_and_the_requests_tenant(
         assert streamed_text == COMPLETION_TEXT
         for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
             pass
-    _flush(tracer_provider)
+    flush(tracer_provider)
     assert len(openai_server.requests) == 3
 
     spans = list(Span.objects.order_by("start_time"))
@@ -397,6 +360,14 @@ def test_chat_calls_arrive_with_tokens_cost_and_the_requests_tenant(
             assert (span.prompt_chars, span.completion_chars, span.prompt_hash) == (None, None, None)
     assert root.prompt_chars is None
 
+    # Through the one query layer: the three calls are the root's tenant's and feature's, and
+    # their cost is the two priced calls' (the one without usage is unknown, not 0).
+    (row,) = calls_by_tenant_and_feature(spans, ("requests", "cost_usd", "cost_unknown_requests"))
+    assert (row["tenant"], row["feature"], row["requests"]) == (TENANT, FEATURE, 3)
+    assert row["cost_unknown_requests"] == 1
+    assert plain.cost_usd is not None and streamed.cost_usd is not None
+    assert abs(row["cost_usd"] - (plain.cost_usd + streamed.cost_usd)) < Decimal("1e-9")
+
 
 @pytest.mark.django_db(transaction=True)
 def test_rate_limited_call_arrives_as_an_error_without_tokens_or_cost(
@@ -406,9 +377,9 @@ def test_rate_limited_call_arrives_as_an_error_without_tokens_or_cost(
     openai_server: OpenAITestServer,
 ) -> None:
     openai_server.fail_next(429, retry_after=7)
-    with _request_root(tracer_provider), pytest.raises(openai.RateLimitError):
+    with request_root(tracer_provider), pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=MODEL, messages=MESSAGES)
-    _flush(tracer_provider)
+    flush(tracer_provider)
     assert len(openai_server.requests) == 1  # max_retries=0: the SDK did not retry
 
     llm = Span.objects.get(is_llm=True)
