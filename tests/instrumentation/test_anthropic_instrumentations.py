@@ -248,7 +248,7 @@ def test_sdk_and_openllmetry_together_store_two_sibling_spans_per_call(
 
     by_response: dict[str | None, dict[str, Span]] = {}
     for span in llm_spans:
-        by_response.setdefault(span.response_id, {})[span.scope_name] = span
+        by_response.setdefault(span.response_id, {})[span.scope_name or ""] = span
     assert set(by_response) == {"msg_observatory000001", "msg_observatory000002"}
     for pair in by_response.values():
         sdk, openllmetry = pair[SDK_SCOPE], pair[OPENLLMETRY_SCOPE]
@@ -288,6 +288,7 @@ def test_sdk_and_openllmetry_together_count_one_call(
     spans = list(Span.objects.all())
     llm_spans = [span for span in spans if span.is_llm]
     assert len(llm_spans) == 2 and len({span.response_id for span in llm_spans}) == 1
+    assert llm_spans[0].price_id is not None
     price = Price.objects.get(pk=llm_spans[0].price_id)
 
     # One provider call: once in the requests and once in the cost, whichever span stands for it.

@@ -312,6 +312,7 @@ def test_chat_calls_arrive_with_tokens_cost_and_the_requests_tenant(
     assert (plain.service_tier, streamed.service_tier) == (expected.service_tier, expected.streamed_service_tier)
     # The cost by hand from the catalog's rates, for the tokens the server sent (1200 in, of
     # which 1000 cached; 300 out, of which 100 reasoning where the span reports it).
+    assert plain.price_id is not None
     price = Price.objects.get(pk=plain.price_id)
     assert (price.provider, price.model_pattern.startswith(MODEL)) == ("openai", True)
     cached_rate = price.cached_input_per_mtok if price.cached_input_per_mtok is not None else price.input_per_mtok
