@@ -528,14 +528,16 @@ class EventSource:
     event_name: str
     read: Callable[[RawEvent], Any]
     convention: str
+    # Of several events of this name, the last that reads wins (else the first).
+    last: bool = False
 
 
 E = EventSource
 
 # Per intermediate field, the span events it comes from, in priority order; of several
 # events of one name the first that reads wins (OpenLLMetry adds one per chunk: the first is
-# the first token). map_span turns them into canonical fields, after every attribute source:
-# an explicit attribute always wins over an event.
+# the first token), or the last where the source says so. map_span turns them into canonical
+# fields after every attribute source: an explicit attribute always wins over an event.
 EVENT_SOURCES: dict[str, tuple[EventSource, ...]] = {
     # An absolute time: ttft_ms once the span's start is subtracted.
     "_first_token_ns": (
@@ -543,29 +545,30 @@ EVENT_SOURCES: dict[str, tuple[EventSource, ...]] = {
         E("gen_ai.content.completion.chunk", _event_time, OPENLLMETRY),
     ),
     # The error type of a span whose status is ERROR and which names none itself (the SDK's
-    # record_exception: a fully qualified class name such as openai.RateLimitError).
-    "_exception_type": (E("exception", _event_attribute("exception.type", _text), OTEL_GENERAL),),
+    # record_exception: a fully qualified class name such as openai.RateLimitError). The last
+    # one: earlier exceptions were survived (a retry), the last one failed the span.
+    "_exception_type": (E("exception", _event_attribute("exception.type", _text), OTEL_GENERAL, last=True),),
 }
-_EVENT_ROUTES: dict[str, tuple[tuple[str, int, Callable[[RawEvent], Any]], ...]] = {}
+_EVENT_ROUTES: dict[str, tuple[tuple[str, int, Callable[[RawEvent], Any], bool], ...]] = {}
 for _field, _event_sources in EVENT_SOURCES.items():
     for _rank, _event_source in enumerate(_event_sources):
         _EVENT_ROUTES[_event_source.event_name] = (
             *_EVENT_ROUTES.get(_event_source.event_name, ()),
-            (_field, _rank, _event_source.read),
+            (_field, _rank, _event_source.read, _event_source.last),
         )
 del _field, _event_sources, _rank, _event_source
 
 
 def _event_values(events: Sequence[RawEvent]) -> dict[str, Any]:
-    """Per EVENT_SOURCES field, the value of its best-ranked event (the first of a name)."""
+    """Per EVENT_SOURCES field, the value of its best-ranked event (the first of a name, or the last)."""
     best: dict[str, tuple[int, Any]] = {}
     for event in events:
         routes = _EVENT_ROUTES.get(event.name)
         if routes is None:
             continue
-        for field_name, rank, read in routes:
+        for field_name, rank, read, last in routes:
             current = best.get(field_name)
-            if current is not None and current[0] <= rank:
+            if current is not None and (current[0] < rank or (current[0] == rank and not last)):
                 continue
             value = read(event)
             if value is not None:

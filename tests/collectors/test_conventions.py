@@ -831,6 +831,13 @@ def test_exception_event_gives_the_error_type_of_a_failed_span() -> None:
     # An exception event without a type adds nothing.
     untyped = _map(OPENINFERENCE_STREAMED, status_code=2, events=(_event("exception", 1.0),))
     assert untyped.error_type == "error"
+    # Several: the last failed the span (the earlier ones were retried past).
+    retried = (
+        _event("exception", 10.0, **{"exception.type": "openai.APITimeoutError"}),
+        _event("exception", 20.0, **{"exception.type": "openai.InternalServerError"}),
+        _event("exception", 30.0),
+    )
+    assert _map(OPENINFERENCE_STREAMED, status_code=2, events=retried).error_type == "openai.InternalServerError"
 
 
 @pytest.mark.parametrize(
