@@ -67,6 +67,9 @@ class Package:
     # it only as a metric (no attribute, no event), so its spans have none.
     streamed_ttft: bool
     delivers_content: bool
+    # A rate-limited call's: the SDK takes the API's own error type from the body,
+    # OpenLLMetry the exception's class name.
+    error_type: str
 
 
 SDK = Package(
@@ -78,6 +81,7 @@ SDK = Package(
     streamed_output_tokens=OUTPUT,
     streamed_ttft=True,
     delivers_content=False,  # content_mode defaults to metadata_only
+    error_type="rate_limit_error",
 )
 OPENLLMETRY = Package(
     wiring=Wiring(sdk_spans=False, openllmetry=True),
@@ -88,6 +92,7 @@ OPENLLMETRY = Package(
     streamed_output_tokens=OUTPUT + 1,
     streamed_ttft=False,
     delivers_content=True,  # gen_ai.input.messages / gen_ai.output.messages
+    error_type="RateLimitError",
 )
 
 
@@ -229,6 +234,34 @@ def test_messages_calls_arrive_with_tokens_cost_ttft_and_the_requests_tenant(
     assert (row["tenant"], row["feature"], row["requests"]) == (TENANT, FEATURE, 2)
     assert (row["input_tokens"], row["cache_read_tokens"]) == (2 * INPUT, 2 * CACHE_READ)
     assert abs(row["cost_usd"] - (_cost_by_hand(price, OUTPUT) + streamed_cost)) < Decimal("1e-9")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "package", [pytest.param(SDK, id="anthropic-sdk"), pytest.param(OPENLLMETRY, id="openllmetry-anthropic")]
+)
+def test_rate_limited_call_arrives_as_an_error_without_tokens_or_cost(
+    package: Package,
+    tracer_provider: TracerProvider,
+    openai_server: OpenAITestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    openai_server.fail_next(429, retry_after=7)
+    with (
+        _client(package.wiring, tracer_provider, openai_server, monkeypatch) as client,
+        request_root(tracer_provider),
+        pytest.raises(anthropic.RateLimitError),
+    ):
+        _plain_call(client)
+    flush(tracer_provider)
+    assert len(openai_server.requests) == 1  # max_retries=0: the SDK did not retry
+
+    llm = Span.objects.get(is_llm=True)
+    assert (llm.status_code, llm.error_type) == (2, package.error_type)
+    assert (llm.provider, llm.request_model, llm.response_model) == ("anthropic", MODEL, None)
+    assert _tokens(llm) == (None, None, None, None)
+    assert llm.cost_usd is None
+    _assert_no_content_stored(list(Span.objects.all()))
 
 
 @pytest.mark.django_db(transaction=True)
