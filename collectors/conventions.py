@@ -588,6 +588,10 @@ _NOT_MODEL_CALL_OPERATIONS = frozenset(
     {"execute_tool", "invoke_agent", "create_agent", "invoke_workflow", "tool", "agent", "chain", "retriever"}
     | {"evaluator", "guardrail", "span", "event", "workflow", "task"}
 )
+# A TTFT attribute past the span's end by at most this is the instrumentation's own timer
+# starting a little before its span (capped at the span's duration); further past, it is
+# kept as sent: the span then does not cover the stream, and that is the instrumentation's.
+_TTFT_CLOCK_SKEW_MS = 10.0
 _LLM_EVIDENCE = ("provider", "request_model", "response_model", "input_tokens", "output_tokens")
 _VLLM_EVIDENCE = ("queue_ms", "prefill_ms", "decode_ms", "server_e2e_ms", "ttft_ms", "response_id")
 _FIELD_NAMES = frozenset(CanonicalSpan.__dataclass_fields__)
@@ -651,6 +655,13 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
             if first_token_ns is not None and raw.start_ns <= first_token_ns <= raw.end_ns:
                 values["ttft_ms"] = (first_token_ns - raw.start_ns) / 1e6
                 break
+    ttft_ms = values.get("ttft_ms")
+    duration_ms = (raw.end_ns - raw.start_ns) / 1e6
+    if ttft_ms is not None and duration_ms < ttft_ms <= duration_ms + _TTFT_CLOCK_SKEW_MS:
+        # The anthropic SDK times the first chunk from a clock read just before its span
+        # starts: on a fast stream that ends right after its first chunk, the TTFT comes out
+        # a fraction of a millisecond past the span's end, and TPOT (e2e - TTFT) negative.
+        values["ttft_ms"] = duration_ms
     if "finish_reasons" not in values and completion_finish_reasons:
         values["finish_reasons"] = completion_finish_reasons
 

@@ -793,6 +793,18 @@ def test_an_explicit_ttft_attribute_wins_over_a_first_token_event() -> None:
     assert map_span(raw, CONFIG).ttft_ms == pytest.approx(300.0)
 
 
+def test_a_ttft_attribute_just_past_the_span_end_is_capped_at_its_duration() -> None:
+    # The span lasts 2 s; the anthropic SDK's timer starts a little before its span does.
+    attributes = {"gen_ai.provider.name": "anthropic", "gen_ai.request.stream": True}
+    just_past = _map(attributes | {"gen_ai.response.time_to_first_chunk": 2.0006})
+    assert just_past.ttft_ms == pytest.approx(2_000.0)
+    inside = _map(attributes | {"gen_ai.response.time_to_first_chunk": 1.9994})
+    assert inside.ttft_ms == pytest.approx(1_999.4)
+    # Far past: not skew, the span does not cover the stream; kept as the instrumentation sent it.
+    far_past = _map(attributes | {"gen_ai.response.time_to_first_chunk": 3.5})
+    assert far_past.ttft_ms == pytest.approx(3_500.0)
+
+
 def test_a_first_token_event_outside_the_span_gives_no_ttft() -> None:
     # Before the start, after the end, or with no time: a clock mix-up, not a first token.
     for event in (

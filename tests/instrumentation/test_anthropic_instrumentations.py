@@ -31,7 +31,14 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from apps.pricing.models import Price
 from apps.telemetry.models import Span
-from tests.instrumentation.calls import FEATURE, TENANT, calls_by_tenant_and_feature, flush, request_root
+from tests.instrumentation.calls import (
+    FEATURE,
+    TENANT,
+    calls_by_tenant_and_feature,
+    flush,
+    methods_restored,
+    request_root,
+)
 from tests.support.openai_server import COMPLETION_TEXT, OpenAITestServer
 
 SYSTEM_PROMPT = "You are a terse support assistant."
@@ -106,26 +113,27 @@ def _client(
     wiring: Wiring, provider: TracerProvider, server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[anthropic.Anthropic]:
     instrumentor: BaseInstrumentor | None = None
-    if wiring.openllmetry:
-        from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
+    # OpenLLMetry patches the anthropic module itself: leave it clean for the next test.
+    with methods_restored("anthropic"):
+        if wiring.openllmetry:
+            from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
 
-        # Its default, spelt out: prompts and completions on the span (measured, then dropped).
-        monkeypatch.setenv("TRACELOOP_TRACE_CONTENT", "true")
-        instrumentor = AnthropicInstrumentor()
-        instrumentor.instrument(tracer_provider=provider)
-    try:
-        with anthropic.Anthropic(
-            base_url=server.root_url,
-            api_key="test",
-            max_retries=0,
-            # The SDK traces through the global provider unless told otherwise: off, or ours.
-            open_telemetry={"tracer_provider": provider} if wiring.sdk_spans else {"traces": False},
-        ) as client:
-            yield client
-    finally:
-        # OpenLLMetry patches the anthropic module itself: leave it clean for the next test.
-        if instrumentor is not None:
-            instrumentor.uninstrument()
+            # Its default, spelt out: prompts and completions on the span (measured, then dropped).
+            monkeypatch.setenv("TRACELOOP_TRACE_CONTENT", "true")
+            instrumentor = AnthropicInstrumentor()
+            instrumentor.instrument(tracer_provider=provider)
+        try:
+            with anthropic.Anthropic(
+                base_url=server.root_url,
+                api_key="test",
+                max_retries=0,
+                # The SDK traces through the global provider unless told otherwise: off, or ours.
+                open_telemetry={"tracer_provider": provider} if wiring.sdk_spans else {"traces": False},
+            ) as client:
+                yield client
+        finally:
+            if instrumentor is not None:
+                instrumentor.uninstrument()
 
 
 def _plain_call(client: anthropic.Anthropic) -> None:

@@ -24,7 +24,14 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from apps.pricing.models import Price
 from apps.telemetry.models import Span
-from tests.instrumentation.calls import FEATURE, TENANT, calls_by_tenant_and_feature, flush, request_root
+from tests.instrumentation.calls import (
+    FEATURE,
+    TENANT,
+    calls_by_tenant_and_feature,
+    flush,
+    methods_restored,
+    request_root,
+)
 from tests.support.openai_server import COMPLETION_TEXT, SYSTEM_FINGERPRINT, OpenAITestServer
 
 SYSTEM_PROMPT = "You are a terse support assistant."
@@ -215,12 +222,14 @@ def instrumentation(
 ) -> Iterator[Instrumentation]:
     expected: Instrumentation = request.param
     instrumentor = expected.make(monkeypatch)
-    instrumentor.instrument(tracer_provider=tracer_provider)
-    try:
-        yield expected
-    finally:
-        # Both packages patch the openai module itself: leave it clean for the next test.
-        instrumentor.uninstrument()
+    # Every package patches the openai module itself: leave it clean for the next test, even
+    # where the package's own uninstrument misses something.
+    with methods_restored("openai"):
+        instrumentor.instrument(tracer_provider=tracer_provider)
+        try:
+            yield expected
+        finally:
+            instrumentor.uninstrument()
 
 
 @pytest.fixture
