@@ -5,8 +5,10 @@ the attribute keys of every convention we read (OTel GenAI current and deprecate
 OpenInference, OpenLLMetry/Traceloop, Langfuse), in priority order, each with a converter.
 CONVENTIONS.md (shared/) is the reference, checked against the installed packages
 (opentelemetry-semantic-conventions 0.66b1, openinference-semantic-conventions 0.1.42,
-opentelemetry-instrumentation-openai-v2 2.4b0): keys found there and not in CONVENTIONS.md
-are marked "(package)".
+opentelemetry-instrumentation-openai-v2 2.4b0, openinference-instrumentation-openai 0.1.66,
+opentelemetry-instrumentation-openai and -anthropic 0.62.4, anthropic 2.16.0): keys found
+there and not in CONVENTIONS.md are marked "(package)". EVENT_SOURCES does the same for
+span events (first token, exception).
 
 Token counts are normalised here and nowhere else: input_tokens includes cached input
 (read and write), output_tokens includes reasoning. Prompt and completion content is
@@ -36,12 +38,14 @@ from collectors.capping import (
     strip_nul,
 )
 from collectors.content import ContentItem, content_group, measure_content
-from collectors.records import STATUS_ERROR, CanonicalSpan, RawSpan, SpanRejected
+from collectors.records import STATUS_ERROR, CanonicalSpan, RawEvent, RawSpan, SpanRejected
 
 __all__ = [
     "DEFAULT_FEATURE_KEYS",
     "DEFAULT_TENANT_KEYS",
+    "EVENT_SOURCES",
     "FIELD_SOURCES",
+    "EventSource",
     "MappingConfig",
     "Source",
     "map_span",
@@ -308,6 +312,37 @@ def _langfuse_part(part: str) -> Callable[[Any], int | None]:
     return convert
 
 
+# OpenInference's request parameters: the JSON of the request body less its messages. Two
+# fields read the same string one after the other, so a small cache parses it once; a
+# string past the cap is not parsed at all (a request body with a huge JSON schema).
+_MAX_INVOCATION_PARAMETERS_CHARS = 65_536
+
+
+@lru_cache(maxsize=32)
+def _parse_invocation_parameters(text: str) -> dict[str, Any] | None:
+    try:
+        parameters = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return parameters if type(parameters) is dict else None
+
+
+def _invocation_parameter(name: str, convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Read one parameter out of `llm.invocation_parameters`; invalid or non-object JSON is
+    no value (the next source is tried), never an error."""
+
+    def read(value: Any) -> Any:
+        if type(value) is str:
+            parameters = _parse_invocation_parameters(value) if len(value) <= _MAX_INVOCATION_PARAMETERS_CHARS else None
+        elif type(value) is dict:  # an exporter that sent it as an OTLP kvlist
+            parameters = value
+        else:
+            parameters = None
+        return convert(parameters.get(name)) if parameters is not None else None
+
+    return read
+
+
 def _langfuse_cost_total(value: Any) -> Decimal | None:
     details = value
     if type(value) is str:
@@ -341,12 +376,16 @@ class Source:
     key: str
     convert: Callable[[Any], Any]
     convention: str
+    # A key is consumed by the fields it feeds (not stored again in `attributes`), unless
+    # it carries more than they read: then it is kept too.
+    keep: bool = False
 
 
 S = Source
 
 # Per canonical field, its sources in priority order: the first that is present and
-# converts wins. Every key listed is consumed: it is not stored again in `attributes`.
+# converts wins. Every key listed is consumed (not stored again in `attributes`) unless a
+# source of it says `keep`. Span events are read after these (EVENT_SOURCES, below).
 # Fields starting with "_" are intermediate values the mapper combines afterwards.
 FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
     "provider": (
@@ -364,6 +403,10 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
     "request_model": (
         S("gen_ai.request.model", _text, OTEL),
         S("llm.request.model_name", _text, OPENINFERENCE),
+        # OpenInference's own record of the requested model: llm.model_name is the snapshot
+        # that answered. The rest of the parameters (temperature, max_tokens) stay stored.
+        S("llm.invocation_parameters", _invocation_parameter("model", _text), OPENINFERENCE, keep=True),
+        S("embedding.invocation_parameters", _invocation_parameter("model", _text), OPENINFERENCE, keep=True),
         S("llm.request.model", _text, OPENLLMETRY),  # before its move to gen_ai.*
         S("llm.model_name", _text, OPENINFERENCE),  # the responded model, when nothing better
     ),
@@ -391,6 +434,7 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
     ),
     "cache_write_tokens": (
         S("gen_ai.usage.cache_creation.input_tokens", _count, OTEL),  # also OpenLLMetry
+        # The GenAI semconv's new name for the same count; the anthropic SDK already sends it.
         S("gen_ai.usage.cache_write.input_tokens", _count, ANTHROPIC_SDK),
         S("gen_ai.usage.cache_creation_input_tokens", _count, OPENLLMETRY),  # deprecated spelling
         S("llm.token_count.prompt_details.cache_write", _count, OPENINFERENCE),
@@ -415,7 +459,7 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
         S("langfuse.observation.cost_details", _langfuse_cost_total, LANGFUSE),
     ),
     "ttft_ms": (
-        S("gen_ai.response.time_to_first_chunk", _seconds_to_ms, OTEL),
+        S("gen_ai.response.time_to_first_chunk", _seconds_to_ms, OTEL),  # also the anthropic SDK
         S("gen_ai.latency.time_to_first_token", _seconds_to_ms, VLLM),
     ),
     # An absolute time: becomes ttft_ms once the span's start is subtracted.
@@ -428,6 +472,7 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
         S("gen_ai.response.finish_reasons", _reasons, OTEL),  # vLLM: the same key, JSON-encoded
         S("gen_ai.response.finish_reason", _reasons, OPENLLMETRY),
         S("llm.finish_reason", _reasons, OPENINFERENCE),
+        S("anthropic.message.stop_reason", _reasons, ANTHROPIC_SDK),  # (package): Anthropic's own words
     ),
     "error_type": (S("error.type", _text, OTEL_GENERAL),),
     "_level": (S("langfuse.observation.level", _lower, LANGFUSE),),  # "error" marks a failure
@@ -435,7 +480,8 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
     "is_streaming": (
         S("gen_ai.is_streaming", _flag, OPENLLMETRY),
         S("llm.is_streaming", _flag, OPENLLMETRY),  # before its move to gen_ai.*
-        S("gen_ai.request.stream", _flag, OTEL),  # (package)
+        S("gen_ai.request.stream", _flag, OTEL),  # (package); also the anthropic SDK
+        S("llm.invocation_parameters", _invocation_parameter("stream", _flag), OPENINFERENCE, keep=True),
     ),
     "user_id": (
         S("langfuse.user.id", _text, LANGFUSE),
@@ -467,6 +513,7 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
     "service_tier": (
         S("openai.response.service_tier", _text, OTEL),  # also OpenLLMetry
         S("gen_ai.openai.response.service_tier", _text, OTEL_DEPRECATED),
+        S("anthropic.response.service_tier", _text, ANTHROPIC_SDK),  # (package)
     ),
     "response_id": (
         S("gen_ai.response.id", _text, OTEL),
@@ -481,6 +528,79 @@ for _field, _sources in FIELD_SOURCES.items():
     for _rank, _source in enumerate(_sources):
         _ROUTES[_source.key] = (*_ROUTES.get(_source.key, ()), (_field, _rank, _source.convert))
 del _field, _sources, _rank, _source
+_KEPT_KEYS = frozenset(source.key for sources in FIELD_SOURCES.values() for source in sources if source.keep)
+
+
+# --------------------------------------------------------------------------- span events
+# Some facts arrive as span events rather than attributes: the moment the first token came
+# back, and the exception that failed the call. Each reader takes one event and returns the
+# value or None (then a later event or source is tried); none raises.
+
+
+def _event_time(event: RawEvent) -> int | None:
+    return event.time_unix_nano or None
+
+
+def _event_attribute(key: str, convert: Callable[[Any], Any]) -> Callable[[RawEvent], Any]:
+    def read(event: RawEvent) -> Any:
+        value = event.attributes.get(key)
+        return convert(value) if value is not None else None
+
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class EventSource:
+    event_name: str
+    read: Callable[[RawEvent], Any]
+    convention: str
+    # Of several events of this name, the last that reads wins (else the first).
+    last: bool = False
+
+
+E = EventSource
+
+# Per intermediate field, the span events it comes from, in priority order; of several
+# events of one name the first that reads wins (OpenLLMetry adds one per chunk: the first is
+# the first token), or the last where the source says so. map_span turns them into canonical
+# fields after every attribute source: an explicit attribute always wins over an event.
+EVENT_SOURCES: dict[str, tuple[EventSource, ...]] = {
+    # An absolute time: ttft_ms once the span's start is subtracted.
+    "_first_token_ns": (
+        E("First Token Stream Event", _event_time, OPENINFERENCE),
+        E("gen_ai.content.completion.chunk", _event_time, OPENLLMETRY),
+    ),
+    # The error type of a span whose status is ERROR and which names none itself (the SDK's
+    # record_exception: a fully qualified class name such as openai.RateLimitError). The last
+    # one: earlier exceptions were survived (a retry), the last one failed the span.
+    "_exception_type": (E("exception", _event_attribute("exception.type", _text), OTEL_GENERAL, last=True),),
+}
+_EVENT_ROUTES: dict[str, tuple[tuple[str, int, Callable[[RawEvent], Any], bool], ...]] = {}
+for _field, _event_sources in EVENT_SOURCES.items():
+    for _rank, _event_source in enumerate(_event_sources):
+        _EVENT_ROUTES[_event_source.event_name] = (
+            *_EVENT_ROUTES.get(_event_source.event_name, ()),
+            (_field, _rank, _event_source.read, _event_source.last),
+        )
+del _field, _event_sources, _rank, _event_source
+
+
+def _event_values(events: Sequence[RawEvent]) -> dict[str, Any]:
+    """Per EVENT_SOURCES field, the value of its best-ranked event (the first of a name, or the last)."""
+    best: dict[str, tuple[int, Any]] = {}
+    for event in events:
+        routes = _EVENT_ROUTES.get(event.name)
+        if routes is None:
+            continue
+        for field_name, rank, read, last in routes:
+            current = best.get(field_name)
+            if current is not None and (current[0] < rank or (current[0] == rank and not last)):
+                continue
+            value = read(event)
+            if value is not None:
+                best[field_name] = (rank, value)
+    return {field_name: value for field_name, (_, value) in best.items()}
+
 
 # --------------------------------------------------------------------------- mapping
 
@@ -494,6 +614,10 @@ _NOT_MODEL_CALL_OPERATIONS = frozenset(
     {"execute_tool", "invoke_agent", "create_agent", "invoke_workflow", "tool", "agent", "chain", "retriever"}
     | {"evaluator", "guardrail", "span", "event", "workflow", "task"}
 )
+# A TTFT attribute past the span's end by at most this is the instrumentation's own timer
+# starting a little before its span (capped at the span's duration); further past, it is
+# kept as sent: the span then does not cover the stream, and that is the instrumentation's.
+_TTFT_CLOCK_SKEW_MS = 10.0
 _LLM_EVIDENCE = ("provider", "request_model", "response_model", "input_tokens", "output_tokens")
 _VLLM_EVIDENCE = ("queue_ms", "prefill_ms", "decode_ms", "server_e2e_ms", "ttft_ms", "response_id")
 _FIELD_NAMES = frozenset(CanonicalSpan.__dataclass_fields__)
@@ -523,7 +647,8 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
                 current = best.get(field_name)
                 if current is None or rank < current[0]:
                     best[field_name] = (rank, value, convert)
-            continue
+            if key not in _KEPT_KEYS:
+                continue
         group = content_group(key)
         if group is None:
             kept[key] = value
@@ -548,8 +673,21 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
     completion_start_ns = values.pop("_completion_start_ns", None)
     level = values.pop("_level", None)
     observation_status_message = values.pop("_status_message", None)
-    if "ttft_ms" not in values and completion_start_ns is not None and completion_start_ns >= raw.start_ns:
-        values["ttft_ms"] = (completion_start_ns - raw.start_ns) / 1e6
+    from_events = _event_values(raw.events) if raw.events else {}
+    if "ttft_ms" not in values:
+        # An attribute's moment first (Langfuse), else the first-token event; either must lie
+        # within the span, or it belongs to something else (a clock mix-up) and is dropped.
+        for first_token_ns in (completion_start_ns, from_events.get("_first_token_ns")):
+            if first_token_ns is not None and raw.start_ns <= first_token_ns <= raw.end_ns:
+                values["ttft_ms"] = (first_token_ns - raw.start_ns) / 1e6
+                break
+    ttft_ms = values.get("ttft_ms")
+    duration_ms = (raw.end_ns - raw.start_ns) / 1e6
+    if ttft_ms is not None and duration_ms < ttft_ms <= duration_ms + _TTFT_CLOCK_SKEW_MS:
+        # The anthropic SDK times the first chunk from a clock read just before its span
+        # starts: on a fast stream that ends right after its first chunk, the TTFT comes out
+        # a fraction of a millisecond past the span's end, and TPOT (e2e - TTFT) negative.
+        values["ttft_ms"] = duration_ms
     if "finish_reasons" not in values and completion_finish_reasons:
         values["finish_reasons"] = completion_finish_reasons
 
@@ -574,7 +712,10 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
         raw.status_code == STATUS_ERROR or level == "error" or (finish_reasons and "abort" in finish_reasons)
     ):
         values["error_type"] = (
-            strip_nul(raw.status_message[:100]) or (observation_status_message or "")[:100] or "error"
+            from_events.get("_exception_type")
+            or strip_nul(raw.status_message[:100])
+            or (observation_status_message or "")[:100]
+            or "error"
         )
 
     if content and is_llm:
@@ -670,6 +811,7 @@ def _first_tag(keys: Sequence[str], attributes: dict[str, Any], resource: dict[s
 def _check_table() -> None:
     # A typo in a field name would otherwise surface as a TypeError on the first span.
     unknown = [name for name in FIELD_SOURCES if not name.startswith("_") and name not in _FIELD_NAMES]
+    unknown += [name for name in EVENT_SOURCES if not name.startswith("_")]  # all are combined in map_span
     if unknown:
         raise RuntimeError(f"FIELD_SOURCES names fields CanonicalSpan lacks: {unknown}")
 

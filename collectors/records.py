@@ -14,6 +14,24 @@ from typing import Any
 SPAN_KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 # OTLP Status.StatusCode values.
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
+# Span events read per span: a stream can carry one event per chunk (OpenLLMetry), and a
+# hostile span 100k of them. The first-token event is among the first, an `exception`
+# event among the last, so the decoders read this many from each end and skip the middle.
+EVENTS_READ_FROM_EACH_END = 16
+MAX_EVENTS_READ = 2 * EVENTS_READ_FROM_EACH_END
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """One span event as decoded (OTLP Span.Event): what happened at a moment of the span.
+
+    Read only by the convention mapping (a first-token event gives the TTFT, an `exception`
+    event the error type); events are never stored, so their content goes nowhere.
+    """
+
+    name: str
+    time_unix_nano: int
+    attributes: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -38,6 +56,9 @@ class RawSpan:
     resource: dict[str, Any]
     scope_name: str
     scope_version: str = ""
+    # At most MAX_EVENTS_READ of the span's events, in their order: the first ones and the
+    # last ones (collectors.otlp says why those).
+    events: tuple[RawEvent, ...] = ()
 
 
 @dataclass(slots=True)

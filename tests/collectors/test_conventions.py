@@ -24,9 +24,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from collectors.conventions import FIELD_SOURCES, MappingConfig, map_span
+from collectors.conventions import EVENT_SOURCES, FIELD_SOURCES, MappingConfig, map_span
 from collectors.otlp import decode_traces_json
-from collectors.records import CanonicalSpan, RawSpan, SpanRejected
+from collectors.records import CanonicalSpan, RawEvent, RawSpan, SpanRejected
 
 START_NS = 1_764_000_000_000_000_000
 CONFIG = MappingConfig()
@@ -41,6 +41,7 @@ def _raw(
     status_code: int = 0,
     status_message: str = "",
     scope_name: str = "test",
+    events: tuple[RawEvent, ...] = (),
 ) -> RawSpan:
     return RawSpan(
         trace_id=bytes.fromhex("5b8efff798038103d269b633813fc60c"),
@@ -55,6 +56,7 @@ def _raw(
         attributes=attributes,
         resource={"service.name": "checkout"} if resource is None else resource,
         scope_name=scope_name,
+        events=events,
     )
 
 
@@ -185,7 +187,9 @@ def test_openinference_openai_span() -> None:
 
     assert span.is_llm
     assert (span.provider, span.operation) == ("openai", "llm")
-    assert span.request_model == span.response_model == "gpt-4o-mini-2024-07-18"
+    # The requested alias comes from the invocation parameters; llm.model_name is the snapshot.
+    assert (span.request_model, span.response_model) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    assert span.is_streaming is None  # a plain call's parameters name no "stream"
     assert _tokens(span) == (1200, 1000, None, 300, 100)
     # The prompt arrives twice (messages and input.value): counted once.
     assert (span.prompt_chars, span.completion_chars) == (30, 6)
@@ -246,7 +250,9 @@ ANTHROPIC_SDK_SPAN = {
     "gen_ai.usage.cache_read.input_tokens": 1000,
     "gen_ai.usage.cache_write.input_tokens": 50,
     "gen_ai.usage.output_tokens": 300,
-    "gen_ai.response.finish_reasons": ["end_turn"],
+    # anthropic 2.16.0 sets no gen_ai.response.finish_reasons: its own keys instead.
+    "anthropic.message.stop_reason": "end_turn",
+    "anthropic.response.service_tier": "standard",
 }
 
 
@@ -256,6 +262,8 @@ def test_anthropic_sdk_span_already_includes_cache_in_input() -> None:
     assert span.provider == "anthropic"
     assert _tokens(span) == (1250, 1000, 50, 300, None)
     assert span.finish_reasons == ["end_turn"]
+    assert span.service_tier == "standard"
+    assert span.attributes == {}
 
 
 def test_openllmetry_anthropic_span_reports_the_same_call_the_same_way() -> None:
@@ -734,3 +742,175 @@ def test_langfuse_usage_details_shapes(usage_details: dict[str, Any], tokens: tu
 def test_out_of_range_token_count_rejects_the_span(value: int | float) -> None:
     with pytest.raises(SpanRejected, match=r"gen_ai\.usage\.input_tokens"):
         _map({"gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": value})
+
+
+# --------------------------------------------------------------------------- span events
+
+OPENINFERENCE_STREAMED = {
+    "openinference.span.kind": "LLM",
+    "llm.system": "openai",
+    "llm.model_name": "gpt-4o-mini-2024-07-18",
+    "llm.invocation_parameters": '{"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true}}',
+    "llm.token_count.prompt": 1200,
+    "llm.token_count.completion": 300,
+}
+
+
+def _event(name: str, after_ms: float, **attributes: Any) -> RawEvent:
+    return RawEvent(name, START_NS + int(after_ms * 1_000_000), attributes)
+
+
+def test_ttft_from_openinference_first_token_event() -> None:
+    span = _map(OPENINFERENCE_STREAMED, events=(_event("First Token Stream Event", 412.5),))
+
+    assert span.ttft_ms == pytest.approx(412.5)
+    assert (span.request_model, span.response_model) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    assert span.is_streaming is True
+    # Events are read, never stored.
+    assert "First Token Stream Event" not in json.dumps(span.attributes)
+
+
+def test_ttft_from_the_first_openllmetry_chunk_event() -> None:
+    chunks = tuple(_event("gen_ai.content.completion.chunk", 180.0 + 15 * index) for index in range(40))
+    span = _map(
+        {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.is_streaming": True},
+        events=(_event("unrelated", 5.0), *chunks),
+    )
+
+    assert span.ttft_ms == pytest.approx(180.0)
+
+
+def test_an_explicit_ttft_attribute_wins_over_a_first_token_event() -> None:
+    attributes = {"gen_ai.provider.name": "anthropic", "gen_ai.response.time_to_first_chunk": 0.25}
+    span = _map(attributes, events=(_event("gen_ai.content.completion.chunk", 900.0),))
+    assert span.ttft_ms == pytest.approx(250.0)
+
+    # Langfuse's completion start is an attribute too: it wins over the event.
+    langfuse = {"gen_ai.system": "openai", "langfuse.observation.completion_start_time": '"2025-11-24T16:00:00.300Z"'}
+    start_ns = int(datetime(2025, 11, 24, 16, 0, tzinfo=UTC).timestamp()) * 1_000_000_000
+    raw = _raw(langfuse, events=(RawEvent("First Token Stream Event", start_ns + 700_000_000, {}),))
+    raw.start_ns, raw.end_ns = start_ns, start_ns + 2_000_000_000
+    assert map_span(raw, CONFIG).ttft_ms == pytest.approx(300.0)
+
+
+def test_a_ttft_attribute_just_past_the_span_end_is_capped_at_its_duration() -> None:
+    # The span lasts 2 s; the anthropic SDK's timer starts a little before its span does.
+    attributes = {"gen_ai.provider.name": "anthropic", "gen_ai.request.stream": True}
+    just_past = _map(attributes | {"gen_ai.response.time_to_first_chunk": 2.0006})
+    assert just_past.ttft_ms == pytest.approx(2_000.0)
+    inside = _map(attributes | {"gen_ai.response.time_to_first_chunk": 1.9994})
+    assert inside.ttft_ms == pytest.approx(1_999.4)
+    # Far past: not skew, the span does not cover the stream; kept as the instrumentation sent it.
+    far_past = _map(attributes | {"gen_ai.response.time_to_first_chunk": 3.5})
+    assert far_past.ttft_ms == pytest.approx(3_500.0)
+
+
+def test_a_first_token_event_outside_the_span_gives_no_ttft() -> None:
+    # Before the start, after the end, or with no time: a clock mix-up, not a first token.
+    for event in (
+        _event("First Token Stream Event", -1.0),
+        _event("First Token Stream Event", 2_000.001),
+        RawEvent("First Token Stream Event", 0, {}),
+    ):
+        assert _map(OPENINFERENCE_STREAMED, events=(event,)).ttft_ms is None
+    # The span's own end is still within it (a stream that sent everything in one chunk).
+    at_the_end = _map(OPENINFERENCE_STREAMED, events=(_event("First Token Stream Event", 2_000.0),))
+    assert at_the_end.ttft_ms == pytest.approx(2_000.0)
+
+
+def test_exception_event_gives_the_error_type_of_a_failed_span() -> None:
+    exception = _event("exception", 30.0, **{"exception.type": "openai.RateLimitError", "exception.message": "429"})
+    failed = _map(
+        OPENINFERENCE_STREAMED,
+        status_code=2,
+        status_message="RateLimitError: Error code: 429 - injected failure",
+        events=(exception,),
+    )
+    assert failed.error_type == "openai.RateLimitError"
+    assert "429" not in json.dumps(failed.attributes)
+
+    # An error.type attribute wins over the event.
+    explicit = _map(OPENINFERENCE_STREAMED | {"error.type": "rate_limit"}, status_code=2, events=(exception,))
+    assert explicit.error_type == "rate_limit"
+
+    # An exception the instrumentation recorded on a span that did not fail is no error.
+    handled = _map(OPENINFERENCE_STREAMED, status_code=1, events=(exception,))
+    assert handled.error_type is None
+
+    # No exception event: the status message, as before.
+    no_event = _map(OPENINFERENCE_STREAMED, status_code=2, status_message="upstream 529")
+    assert no_event.error_type == "upstream 529"
+    # An exception event without a type adds nothing.
+    untyped = _map(OPENINFERENCE_STREAMED, status_code=2, events=(_event("exception", 1.0),))
+    assert untyped.error_type == "error"
+    # Several: the last failed the span (the earlier ones were retried past).
+    retried = (
+        _event("exception", 10.0, **{"exception.type": "openai.APITimeoutError"}),
+        _event("exception", 20.0, **{"exception.type": "openai.InternalServerError"}),
+        _event("exception", 30.0),
+    )
+    assert _map(OPENINFERENCE_STREAMED, status_code=2, events=retried).error_type == "openai.InternalServerError"
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    ["{not json", '["gpt-4o-mini"]', '"gpt-4o-mini"', "null", '{"model": 42.5, "stream": "maybe"}', "{}", "", 17],
+)
+def test_invalid_invocation_parameters_are_ignored(parameters: Any) -> None:
+    attributes = OPENINFERENCE_STREAMED | {"llm.invocation_parameters": parameters}
+
+    span = _map(attributes)
+
+    # Back to the responded model, as before the parameters were read; nothing raised.
+    assert (span.request_model, span.response_model) == ("gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18")
+    assert span.is_streaming is None
+    assert span.input_tokens == 1200
+
+
+def test_invocation_parameters_rank_below_the_standard_keys() -> None:
+    attributes = OPENINFERENCE_STREAMED | {"gen_ai.request.model": "gpt-4o", "llm.is_streaming": False}
+    span = _map(attributes)
+    assert (span.request_model, span.is_streaming) == ("gpt-4o", False)
+
+    # OpenInference's embeddings keep theirs under another key.
+    embedding = _map(
+        {
+            "openinference.span.kind": "EMBEDDING",
+            "embedding.model_name": "text-embedding-3-small",
+            "embedding.invocation_parameters": '{"model": "text-embedding-3-small", "encoding_format": "base64"}',
+        }
+    )
+    assert embedding.request_model == "text-embedding-3-small"
+    assert embedding.attributes["embedding.invocation_parameters"].startswith('{"model"')
+
+
+@pytest.mark.parametrize(
+    "cache_write",
+    [
+        {"gen_ai.usage.cache_write.input_tokens": 50},
+        {"gen_ai.usage.cache_creation.input_tokens": 50},
+        {"gen_ai.usage.cache_creation_input_tokens": 50},
+        {"gen_ai.usage.cache_write.input_tokens": 50, "gen_ai.usage.cache_creation.input_tokens": 50},
+    ],
+    ids=["cache_write", "cache_creation", "underscore", "both"],
+)
+def test_every_cache_write_spelling_normalises_the_same(cache_write: dict[str, int]) -> None:
+    # Anthropic's call (raw input 200 excluding cache), as an instrumentation that adds the
+    # cache back reports it (1250), and as one that forwards the raw count (200).
+    for input_tokens in (1250, 200):
+        attributes = {
+            "gen_ai.provider.name": "anthropic",
+            "gen_ai.usage.input_tokens": input_tokens,
+            "gen_ai.usage.cache_read.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 300,
+        }
+        span = _map(attributes | cache_write)
+        assert _tokens(span) == (1250, 1000, 50, 300, None)
+        assert span.attributes == {}
+
+
+def test_event_sources_name_intermediate_fields_only() -> None:
+    # map_span turns each into a canonical field itself (TTFT, error type).
+    assert set(EVENT_SOURCES) == {"_first_token_ns", "_exception_type"}
+    names = [source.event_name for sources in EVENT_SOURCES.values() for source in sources]
+    assert len(names) == len(set(names))

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from collectors.otlp import decode_traces_json, decode_traces_protobuf
-from collectors.records import PayloadError, RawSpan
+from collectors.records import MAX_EVENTS_READ, PayloadError, RawSpan
 
 TRACE_HEX = "5b8efff798038103d269b633813fc60c"
 SPAN_HEX = "eee19b7ec3c1b174"
@@ -590,3 +590,100 @@ def test_fuzz_protobuf_never_raises_anything_but_payload_error(sdk_spans: list[R
             mutated[rng.randrange(len(mutated))] = rng.randrange(256)
         _decode_or_payload_error(decode_traces_protobuf, bytes(mutated))
         _decode_or_payload_error(decode_traces_protobuf, rng.randbytes(rng.randrange(256)))
+
+
+# --------------------------------------------------------------------------- span events
+
+
+def _span_with_events() -> list[ReadableSpan]:
+    """A streamed call as OpenInference records it: a first-token event, then a failure."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("openinference.instrumentation.openai")
+    with tracer.start_as_current_span("ChatCompletion", record_exception=False, set_status_on_exception=False) as span:
+        span.add_event("First Token Stream Event", timestamp=START_NS + 250_000_000)
+        span.add_event("tagged", {"n": 3, "tags": ["a", "b"]}, timestamp=START_NS + 260_000_000)
+        span.record_exception(TimeoutError("the stream stalled"), timestamp=START_NS + 900_000_000)
+    provider.shutdown()
+    return list(exporter.get_finished_spans())
+
+
+def test_span_events_decode_from_protobuf_and_json_alike() -> None:
+    sdk_spans = _span_with_events()
+
+    from_protobuf, protobuf_rejections = decode_traces_protobuf(encode_spans_protobuf(sdk_spans).SerializeToString())
+    from_json, json_rejections = decode_traces_json(encode_spans_json(sdk_spans).to_json().encode())
+
+    assert protobuf_rejections == json_rejections == []
+    assert from_json == from_protobuf
+    (span,) = from_protobuf
+    assert [(event.name, event.time_unix_nano) for event in span.events] == [
+        ("First Token Stream Event", START_NS + 250_000_000),
+        ("tagged", START_NS + 260_000_000),
+        ("exception", START_NS + 900_000_000),
+    ]
+    assert span.events[0].attributes == {}
+    assert span.events[1].attributes == {"n": 3, "tags": ["a", "b"]}
+    assert span.events[2].attributes["exception.type"] == "TimeoutError"
+    assert span.events[2].attributes["exception.message"] == "the stream stalled"
+
+
+@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+def test_a_span_with_100k_events_is_read_from_both_ends_only(encoding: str) -> None:
+    # One event per streamed chunk, as OpenLLMetry records them, and an exception at the end:
+    # the decoder keeps 16 from each end, so memory and time stay those of a small span.
+    count = 100_000
+    names = ["gen_ai.content.completion.chunk"] * (count - 1) + ["exception"]
+    if encoding == "protobuf":
+        events = [
+            trace_pb2.Span.Event(name=name, time_unix_nano=START_NS + index, attributes=[_kv("i", index)])
+            for index, name in enumerate(names)
+        ]
+        body = _pb_request([_pb_span(events=events)])
+        spans, rejections = decode_traces_protobuf(body)
+    else:
+        json_events = [
+            {"name": name, "timeUnixNano": str(START_NS + index), "attributes": [_json_kv("i", index)]}
+            for index, name in enumerate(names)
+        ]
+        spans, rejections = decode_traces_json(_json_request([_json_span(events=json_events)]))
+
+    assert rejections == []
+    (span,) = spans
+    assert len(span.events) == MAX_EVENTS_READ == 32
+    kept = [event.attributes["i"] for event in span.events]
+    assert kept == [*range(16), *range(count - 16, count)]
+    assert span.events[0].time_unix_nano == START_NS
+    assert span.events[-1].name == "exception"
+
+
+def test_json_malformed_events_are_skipped_and_the_span_kept() -> None:
+    events: list[Any] = [
+        "not an object",
+        {"name": 7, "timeUnixNano": str(START_NS)},
+        {"name": "bad time", "timeUnixNano": "soon"},
+        {"name": "bad attribute", "timeUnixNano": str(START_NS), "attributes": [{"key": "k", "value": 5}]},
+        {"name": "First Token Stream Event", "time_unix_nano": START_NS + 5},
+        {"name": "no time"},
+    ]
+    spans, rejections = decode_traces_json(_json_request([_json_span(events=events)]))
+
+    assert rejections == []
+    (span,) = spans
+    assert span.attributes["text"] == "hello"
+    assert [(event.name, event.time_unix_nano) for event in span.events] == [
+        ("First Token Stream Event", START_NS + 5),
+        ("no time", 0),
+    ]
+    # Not a list at all: no events, still the span.
+    spans, rejections = decode_traces_json(_json_request([_json_span(events={"name": "x"})]))
+    assert rejections == [] and spans[0].events == ()
+
+
+def _kv(key: str, value: int) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(int_value=value))
+
+
+def _json_kv(key: str, value: int) -> dict[str, Any]:
+    return {"key": key, "value": {"intValue": str(value)}}

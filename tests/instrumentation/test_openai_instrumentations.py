@@ -13,26 +13,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
-from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind
-from pytest_django.live_server_helper import LiveServer
 
-from apps.accounts.models import IngestKey, Project
 from apps.pricing.models import Price
-from apps.pricing.services import PriceBook
 from apps.telemetry.models import Span
+from tests.instrumentation.calls import (
+    FEATURE,
+    TENANT,
+    calls_by_tenant_and_feature,
+    flush,
+    methods_restored,
+    request_root,
+)
 from tests.support.openai_server import COMPLETION_TEXT, SYSTEM_FINGERPRINT, OpenAITestServer
 
 SYSTEM_PROMPT = "You are a terse support assistant."
@@ -41,8 +40,6 @@ MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": SYSTEM_PROMPT},
     {"role": "user", "content": PROMPT},
 ]
-TENANT = "acme"
-FEATURE = "ticket-summary"
 MODEL = "gpt-4o-mini"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"
 STATUS_ERROR = 2
@@ -82,6 +79,14 @@ def _openinference(monkeypatch: pytest.MonkeyPatch) -> BaseInstrumentor:
     return OpenAIInstrumentor()
 
 
+def _openllmetry(monkeypatch: pytest.MonkeyPatch) -> BaseInstrumentor:
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+    # Its default, spelt out: prompts and completions on the span (measured, then dropped).
+    monkeypatch.setenv("TRACELOOP_TRACE_CONTENT", "true")
+    return OpenAIInstrumentor()
+
+
 @dataclass(frozen=True)
 class Instrumentation:
     """What one instrumentation delivers for the plain call and the streamed call with usage."""
@@ -90,15 +95,22 @@ class Instrumentation:
     span_name: str
     request_model: str
     cache_read_tokens: int | None
+    # The plain call's, and the streamed call's (OpenLLMetry reads it off the plain response only).
     reasoning_tokens: int | None
+    streamed_reasoning_tokens: int | None
     # The plain call's, and whether the streamed span has them too.
     finish_reasons: list[str] | None
     streamed_finish_reasons: bool
     system_fingerprint: str | None
     service_tier: str | None
+    streamed_service_tier: str | None
     has_response_id: bool
+    # Whether a streamed span carries its time to first token (an attribute or an event).
+    streamed_ttft: bool
     # The model on a span whose call failed (no response, so only the requested model).
     error_request_model: str | None
+    # The error type of a rate-limited call: error.type, else the exception event's type.
+    error_type: str
     # Whether prompt and completion text arrive on the span (to be measured, then dropped).
     delivers_content: bool
 
@@ -113,12 +125,17 @@ INSTRUMENTATIONS = [
             request_model=MODEL,
             cache_read_tokens=None,
             reasoning_tokens=None,
+            streamed_reasoning_tokens=None,
             finish_reasons=["stop"],
             streamed_finish_reasons=False,
             system_fingerprint=None,
             service_tier="default",
+            streamed_service_tier="default",
             has_response_id=True,
+            # Its time to first chunk is a metric only (gen_ai.client.operation.time_to_first_chunk).
+            streamed_ttft=False,
             error_request_model=MODEL,
+            error_type="RateLimitError",
             delivers_content=False,
         ),
         id="openai-v2",
@@ -132,54 +149,71 @@ INSTRUMENTATIONS = [
             request_model=MODEL,
             cache_read_tokens=None,
             reasoning_tokens=None,
+            streamed_reasoning_tokens=None,
             finish_reasons=["stop"],
             streamed_finish_reasons=False,
             system_fingerprint=SYSTEM_FINGERPRINT,
             service_tier="default",
+            streamed_service_tier="default",
             has_response_id=True,
+            streamed_ttft=False,
             error_request_model=MODEL,
+            error_type="RateLimitError",
             delivers_content=True,
         ),
         id="openai-v2-latest-experimental",
     ),
     pytest.param(
         # openinference-instrumentation-openai: llm.system (no llm.provider), llm.model_name
-        # is the responded model and there is no requested-model key, all four token counts,
-        # and the full prompt and completion in input.value / llm.*_messages.*.
+        # is the responded model and the requested one is inside llm.invocation_parameters
+        # (JSON), all four token counts, the first token as a span event, and the full prompt
+        # and completion in input.value / llm.*_messages.*.
         Instrumentation(
             make=_openinference,
             span_name="ChatCompletion",
-            request_model=SNAPSHOT,
+            request_model=MODEL,
             cache_read_tokens=1000,
             reasoning_tokens=100,
+            streamed_reasoning_tokens=100,
             finish_reasons=["stop"],
             streamed_finish_reasons=True,
             system_fingerprint=None,
             service_tier=None,
+            streamed_service_tier=None,
             has_response_id=False,
-            # Its only record of the requested model is inside llm.invocation_parameters (JSON).
-            error_request_model=None,
+            streamed_ttft=True,
+            error_request_model=MODEL,
+            # No error.type: the exception event's, fully qualified as the SDK records it.
+            error_type="openai.RateLimitError",
             delivers_content=True,
         ),
         id="openinference",
     ),
+    pytest.param(
+        # opentelemetry-instrumentation-openai (OpenLLMetry): gen_ai.provider.name, cached
+        # tokens, reasoning tokens and fingerprint on the plain call only, one span event per
+        # streamed chunk (the first is the first token), content in gen_ai.input/output.messages.
+        Instrumentation(
+            make=_openllmetry,
+            span_name="openai.chat",
+            request_model=MODEL,
+            cache_read_tokens=1000,
+            reasoning_tokens=100,
+            streamed_reasoning_tokens=None,
+            finish_reasons=["stop"],
+            streamed_finish_reasons=True,
+            system_fingerprint=SYSTEM_FINGERPRINT,
+            service_tier="default",
+            streamed_service_tier=None,
+            has_response_id=True,
+            streamed_ttft=True,
+            error_request_model=MODEL,
+            error_type="RateLimitError",
+            delivers_content=True,
+        ),
+        id="openllmetry",
+    ),
 ]
-
-
-@pytest.fixture
-def tracer_provider(live_server: LiveServer, price_catalog: None) -> Iterator[TracerProvider]:
-    """The application's own provider (not the global one), exporting to the live receiver."""
-    _, key = IngestKey.issue(Project.objects.create(name="instrumented-app"), "k")
-    exporter = OTLPSpanExporter(
-        endpoint=f"{live_server.url}/v1/traces",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=10,
-    )
-    provider = TracerProvider(resource=Resource.create({"service.name": "support-api"}))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    yield provider
-    provider.shutdown()
-    PriceBook.forget()
 
 
 @pytest.fixture(params=INSTRUMENTATIONS)
@@ -188,28 +222,19 @@ def instrumentation(
 ) -> Iterator[Instrumentation]:
     expected: Instrumentation = request.param
     instrumentor = expected.make(monkeypatch)
-    instrumentor.instrument(tracer_provider=tracer_provider)
-    try:
-        yield expected
-    finally:
-        # Both packages patch the openai module itself: leave it clean for the next test.
-        instrumentor.uninstrument()
+    # Every package patches the openai module itself: leave it clean for the next test, even
+    # where the package's own uninstrument misses something.
+    with methods_restored("openai"):
+        instrumentor.instrument(tracer_provider=tracer_provider)
+        try:
+            yield expected
+        finally:
+            instrumentor.uninstrument()
 
 
 @pytest.fixture
 def client(openai_server: OpenAITestServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=openai_server.base_url, api_key="test", max_retries=0)
-
-
-def _flush(provider: TracerProvider) -> None:
-    # force_flush returns once the exporter's POSTs have been answered, so the rows are there.
-    assert provider.force_flush(30_000)
-
-
-def _request_root(provider: TracerProvider) -> AbstractContextManager[trace.Span]:
-    tracer = provider.get_tracer("support-api")
-    attributes = {"tenant.id": TENANT, "app.feature": FEATURE}
-    return tracer.start_as_current_span("POST /tickets/summary", kind=SpanKind.SERVER, attributes=attributes)
 
 
 def _expected_cost(span: Span, price: Price) -> Decimal:
@@ -250,7 +275,7 @@ def test_chat_calls_arrive_with_tokens_cost_and_the_requests_tenant(
     openai_server: OpenAITestServer,
 ) -> None:
     expected = instrumentation
-    with _request_root(tracer_provider):
+    with request_root(tracer_provider):
         reply = client.chat.completions.create(model=MODEL, messages=MESSAGES)
         assert reply.usage is not None and reply.usage.prompt_tokens == 1200
         stream = client.chat.completions.create(
@@ -263,7 +288,7 @@ def test_chat_calls_arrive_with_tokens_cost_and_the_requests_tenant(
         assert streamed_text == COMPLETION_TEXT
         for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
             pass
-    _flush(tracer_provider)
+    flush(tracer_provider)
     assert len(openai_server.requests) == 3
 
     spans = list(Span.objects.order_by("start_time"))
@@ -285,14 +310,41 @@ def test_chat_calls_arrive_with_tokens_cost_and_the_requests_tenant(
 
     for span in (plain, streamed):
         assert (span.input_tokens, span.output_tokens) == (1200, 300)
-        assert (span.cache_read_tokens, span.reasoning_tokens) == (
-            expected.cache_read_tokens,
-            expected.reasoning_tokens,
-        )
+        assert span.cache_read_tokens == expected.cache_read_tokens
         assert span.cache_write_tokens is None
-        assert span.service_tier == expected.service_tier
         assert span.error_type is None and span.status_code != STATUS_ERROR
         _assert_priced(span)
+    assert (plain.reasoning_tokens, streamed.reasoning_tokens) == (
+        expected.reasoning_tokens,
+        expected.streamed_reasoning_tokens,
+    )
+    assert (plain.service_tier, streamed.service_tier) == (expected.service_tier, expected.streamed_service_tier)
+    # The cost by hand from the catalog's rates, for the tokens the server sent (1200 in, of
+    # which 1000 cached; 300 out, of which 100 reasoning where the span reports it).
+    assert plain.price_id is not None
+    price = Price.objects.get(pk=plain.price_id)
+    assert (price.provider, price.model_pattern.startswith(MODEL)) == ("openai", True)
+    cached_rate = price.cached_input_per_mtok if price.cached_input_per_mtok is not None else price.input_per_mtok
+    reasoning_rate = price.reasoning_per_mtok if price.reasoning_per_mtok is not None else price.output_per_mtok
+    for span in (plain, streamed):
+        cached = expected.cache_read_tokens or 0
+        reasoning = span.reasoning_tokens or 0
+        by_hand = (
+            (1200 - cached) * price.input_per_mtok
+            + cached * cached_rate
+            + (300 - reasoning) * price.output_per_mtok
+            + reasoning * reasoning_rate
+        ) / 1_000_000
+        assert span.cost_usd is not None and abs(span.cost_usd - by_hand) < Decimal("1e-9")
+
+    # Time to first token: only a streamed call has one, and it lies inside the span.
+    assert plain.ttft_ms is None
+    for span in (streamed, streamed_without_usage):
+        if expected.streamed_ttft:
+            assert span.ttft_ms is not None and 0 < span.ttft_ms <= span.duration_ms
+        else:
+            assert span.ttft_ms is None
+    assert streamed.is_streaming in (None, True) and plain.is_streaming in (None, False)
     assert plain.finish_reasons == expected.finish_reasons
     assert streamed.finish_reasons == (expected.finish_reasons if expected.streamed_finish_reasons else None)
     assert plain.system_fingerprint == expected.system_fingerprint
@@ -318,6 +370,14 @@ def test_chat_calls_arrive_with_tokens_cost_and_the_requests_tenant(
             assert (span.prompt_chars, span.completion_chars, span.prompt_hash) == (None, None, None)
     assert root.prompt_chars is None
 
+    # Through the one query layer: the three calls are the root's tenant's and feature's, and
+    # their cost is the two priced calls' (the one without usage is unknown, not 0).
+    (row,) = calls_by_tenant_and_feature(spans, ("requests", "cost_usd", "cost_unknown_requests"))
+    assert (row["tenant"], row["feature"], row["requests"]) == (TENANT, FEATURE, 3)
+    assert row["cost_unknown_requests"] == 1
+    assert plain.cost_usd is not None and streamed.cost_usd is not None
+    assert abs(row["cost_usd"] - (plain.cost_usd + streamed.cost_usd)) < Decimal("1e-9")
+
 
 @pytest.mark.django_db(transaction=True)
 def test_rate_limited_call_arrives_as_an_error_without_tokens_or_cost(
@@ -327,16 +387,16 @@ def test_rate_limited_call_arrives_as_an_error_without_tokens_or_cost(
     openai_server: OpenAITestServer,
 ) -> None:
     openai_server.fail_next(429, retry_after=7)
-    with _request_root(tracer_provider), pytest.raises(openai.RateLimitError):
+    with request_root(tracer_provider), pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=MODEL, messages=MESSAGES)
-    _flush(tracer_provider)
+    flush(tracer_provider)
     assert len(openai_server.requests) == 1  # max_retries=0: the SDK did not retry
 
     llm = Span.objects.get(is_llm=True)
     assert llm.status_code == STATUS_ERROR
-    # openai-v2 sends error.type; OpenInference only a status description, which becomes the
-    # error type whole ("RateLimitError: Error code: 429 - ...").
-    assert llm.error_type is not None and llm.error_type.startswith("RateLimitError")
+    # openai-v2 and OpenLLMetry send error.type; OpenInference a status description and the
+    # exception as a span event, whose exception.type becomes the error type.
+    assert llm.error_type == instrumentation.error_type
     assert (llm.input_tokens, llm.output_tokens, llm.cost_usd) == (None, None, None)
     assert (llm.provider, llm.request_model) == ("openai", instrumentation.error_request_model)
     _assert_no_content_stored(list(Span.objects.all()))
