@@ -8,8 +8,8 @@ It yields rows whose columns are exactly ROLLUP_COLUMNS, RollupHour's own names:
 the metrics query layer runs the same SELECT over the still-open edge of a range.
 
 Only spans that start in [start, end) are counted. Their traces are read in a wider window,
-[start - ATTRIBUTION_WINDOW, end + ATTRIBUTION_WINDOW), to find LLM parents (a call is an LLM
-span whose parent is no LLM span), the trace's tenant, feature and task id, and a task's root
+[start - ATTRIBUTION_WINDOW, end + ATTRIBUTION_WINDOW), to find LLM parents and duplicates (one
+provider call is one call: docs/metrics.md, "Call"), the trace's tenant, feature and task id, and a task's root
 and first call; a parent, root or other step of a task further away is not seen
 (docs/rollups.md, "Attribution window").
 
@@ -27,6 +27,9 @@ The plan it is written for, checked with EXPLAIN ANALYZE on 2M spans over 30 day
             trace, root first, start) feeds two WindowAggs (the second reuses the order; it
             buffers only the columns needed above it). Materialized: read by the facts and
             the tasks.
+            Between the two levels, a call candidate of a trace that can hold two spans of one
+            call (LLM spans of two scopes, or a response id seen twice) reads its trace again by
+            the primary key to find them (_duplicates_sql); every other span skips it.
   task_traces  the traces of the task ids those traces carry, by the partial index
             telemetry_span_task: nothing is read when no span carries observatory.task.id.
   facts     calls, cache lookups and queue times of the range, and tasks. A trace's task
