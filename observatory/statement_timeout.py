@@ -27,8 +27,9 @@ from django.shortcuts import render
 
 log = logging.getLogger(__name__)
 
-# Paths whose requests never run under the limit: the OTLP receiver.
-EXEMPT_PREFIXES = ("/v1/",)
+# Paths whose requests never run under the limit: the OTLP receiver, and the health check
+# (which must answer for itself when the database is down).
+EXEMPT_PREFIXES = ("/v1/", "/healthz")
 
 
 def is_query_timeout(exc: BaseException) -> bool:
@@ -65,7 +66,12 @@ class StatementTimeoutMiddleware:
         limit = settings.WEB_STATEMENT_TIMEOUT_MS
         if not limit or request.path.startswith(EXEMPT_PREFIXES):
             return self.get_response(request)
-        _set_timeout(limit)
+        try:
+            _set_timeout(limit)
+        except DatabaseError:
+            # The database is unreachable: the view answers that in its own way (its first
+            # query fails the same), with nothing set to undo.
+            return self.get_response(request)
         try:
             return self.get_response(request)
         finally:

@@ -373,8 +373,9 @@ def load_trace(trace_hex: str, scope: Scope) -> TraceView | None:
         )
         span.update(attributed_tenant=tenant, is_call=is_call, same_call_as=same_call_as, call_cost_usd=call_cost,
                     call_ttft_ms=call_ttft)  # fmt: skip
-    roots = [span for span in mine if span["parent_span_id"] is None] or mine
-    if scope.tenants is not None and roots[0]["attributed_tenant"] not in scope.tenants:
+    # Shown when a root of it is the viewer's (as the list shows that root's row).
+    roots = [span for span in mine if span["parent_span_id"] is None] or mine[:1]
+    if scope.tenants is not None and not any(root["attributed_tenant"] in scope.tenants for root in roots):
         return None
     visible = [span for span in mine if scope.tenants is None or span["attributed_tenant"] in scope.tenants]
     return TraceView(visible, len(mine) - len(visible), len(spans) >= SPANS_PER_TRACE)
