@@ -11,6 +11,7 @@ import io
 import re
 import time
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,6 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from apps.accounts.models import Project
+from apps.metrics.query import Query, Scope, run_query
 from apps.telemetry.partitions import ensure_partitions_for
 from tests.otlp_helpers import protobuf_body
 
@@ -121,6 +123,11 @@ def test_a_call_reported_by_openllmetry_and_the_sdk_is_one_call_in_the_list_and_
     client.force_login(owner)
     (row,) = _csv_rows(client.get("/traces/?range=24h&format=csv"))
     assert (row["calls"], row["cost_usd"], row["models"]) == ("1", "0.0055875000", "claude-sonnet-4-5")
+    # The query layer over the open edge (raw spans) says the same.
+    now = timezone.now()
+    (figures,) = run_query(Query(("requests", "cost_usd", "cache_write_tokens"), now - timedelta(hours=2), now),
+                           Scope.everything()).rows  # fmt: skip
+    assert (figures["requests"], figures["cost_usd"], figures["cache_write_tokens"]) == (1, Decimal("0.0055875"), 50)
 
     html = client.get(f"/traces/{row['trace_id']}/").content.decode()
     assert re.search(r'LLM calls</div><div class="value">1<', html)
