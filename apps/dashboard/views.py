@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import logging
 from collections.abc import Callable
@@ -14,7 +13,6 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils.text import slugify
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
@@ -23,6 +21,7 @@ from apps.accounts.models import IngestKey
 from apps.dashboard import panels
 from apps.dashboard.page_reads import page_reads
 from apps.dashboard.params import BadParameter, check_text, default_params, filter_bar_context, parse_params
+from observatory.csv_export import csv_response
 
 log = logging.getLogger(__name__)
 View = TypeVar("View", bound=Callable[..., HttpResponse])
@@ -70,20 +69,9 @@ def checked_page(view: View) -> View:
 
 
 def table_csv(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...], filename: str) -> HttpResponse:
-    response = HttpResponse(content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="{slugify(filename)}.csv"'
-    writer = csv.writer(response)
-    writer.writerow([label for _, label in columns])
-    for row in rows:
-        writer.writerow([_csv_cell(row.get(key)) for key, _ in columns])
-    return response
-
-
-def _csv_cell(value: Any) -> Any:
-    # Tenant and feature names come from telemetry: never let a spreadsheet run one as a formula.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
+    # The one CSV writer (observatory.csv_export): telemetry-sourced names never run as formulas.
+    header = [label for _, label in columns]
+    return csv_response(header, ([row.get(key) for key, _ in columns] for row in rows), filename)
 
 
 def empty_state_context(request: HttpRequest) -> dict[str, Any]:

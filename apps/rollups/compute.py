@@ -8,8 +8,8 @@ It yields rows whose columns are exactly ROLLUP_COLUMNS, RollupHour's own names:
 the metrics query layer runs the same SELECT over the still-open edge of a range.
 
 Only spans that start in [start, end) are counted. Their traces are read in a wider window,
-[start - ATTRIBUTION_WINDOW, end + ATTRIBUTION_WINDOW), to find LLM parents (a call is an LLM
-span whose parent is no LLM span), the trace's tenant, feature and task id, and a task's root
+[start - ATTRIBUTION_WINDOW, end + ATTRIBUTION_WINDOW), to find LLM parents and duplicates (one
+provider call is one call: docs/metrics.md, "Call"), the trace's tenant, feature and task id, and a task's root
 and first call; a parent, root or other step of a task further away is not seen
 (docs/rollups.md, "Attribution window").
 
@@ -27,6 +27,9 @@ The plan it is written for, checked with EXPLAIN ANALYZE on 2M spans over 30 day
             trace, root first, start) feeds two WindowAggs (the second reuses the order; it
             buffers only the columns needed above it). Materialized: read by the facts and
             the tasks.
+            Between the two levels, a call candidate of a trace that can hold two spans of one
+            call (LLM spans of two scopes, or a response id seen twice) reads its trace again by
+            the primary key to find them (_duplicates_sql); every other span skips it.
   task_traces  the traces of the task ids those traces carry, by the partial index
             telemetry_span_task: nothing is read when no span carries observatory.task.id.
   facts     calls, cache lookups and queue times of the range, and tasks. A trace's task
@@ -169,8 +172,117 @@ _CALL_FITS_TASK = """(
     AND (l.trace_feature IS NOT NULL OR coalesce(l.fallback_feature, '') = coalesce(l.root_fallback_feature, ''))
     AND {hour_of_call} = {hour_of_root})"""
 
-# A call: an LLM span whose parent is not one of its trace's LLM spans.
-_IS_CALL = "(l.is_llm AND NOT coalesce(l.parent_span_id = ANY(l.llm_span_ids), false))"
+# docs/metrics.md, "Call". An LLM span nested in another LLM span (its parent is one) is
+# part of its parent's call. The others are call candidates; two of them are the same call
+# when SAME_CALL_SQL holds for the pair, and such a group is counted once, on its richest span.
+NESTED_SQL = "coalesce({x}.parent_span_id = ANY(l.llm_span_ids), false)"
+
+# Two LLM spans `o` and `l` of one trace are one provider call seen twice: the same non-empty
+# response id; or, when either lacks one, the overlap rule (two instrumentations of one call:
+# different scopes, since one instrumentation never emits two spans for one call; siblings or
+# one nested in the other; the same provider when both say; overlapping by at least
+# OVERLAP_SHARE of the shorter span; and output-token counts that agree when both are known).
+# Parallel calls of one instrumentation (asyncio.gather) share a scope: never paired.
+# `l` is a row of the traced spans (response_id and provider normalised, end_time), `o` a
+# telemetry_span row.
+OVERLAP_SHARE = 0.8
+SAME_CALL_SQL = f"""(
+    nullif(o.response_id, '') = l.response_id
+    OR ((nullif(o.response_id, '') IS NULL OR l.response_id IS NULL)
+        AND coalesce(o.scope_name, '') <> l.scope_name
+        AND (o.parent_span_id = l.parent_span_id OR (o.parent_span_id IS NULL AND l.parent_span_id IS NULL)
+             OR o.span_id = l.parent_span_id OR o.parent_span_id = l.span_id)
+        AND (nullif(o.provider, '') IS NULL OR l.provider = '' OR o.provider = l.provider)
+        AND least(o.end_time, l.end_time) - greatest(o.start_time, l.start_time)
+            >= least(o.end_time - o.start_time, l.end_time - l.start_time) * {OVERLAP_SHARE}
+        AND (o.output_tokens IS NULL OR l.output_tokens IS NULL OR o.output_tokens = l.output_tokens)))"""
+
+# A trace with more LLM spans than this is not searched for duplicate pairs (the search is
+# quadratic in a trace's LLM spans); nesting still applies. Real traces have a handful.
+MAX_PAIRED_LLM_SPANS = 1000
+
+# How much a span knows of its call: the call is represented by its richest span.
+RICHNESS_SQL = """((o.input_tokens IS NOT NULL)::int + (o.output_tokens IS NOT NULL)::int
+    + (o.cache_read_tokens IS NOT NULL)::int + (o.cache_write_tokens IS NOT NULL)::int
+    + (o.reasoning_tokens IS NOT NULL)::int + (o.ttft_ms IS NOT NULL)::int
+    + (nullif(o.response_model, '') IS NOT NULL)::int + (o.cost_usd IS NOT NULL)::int)"""
+_BEST_FIRST = f"ORDER BY {RICHNESS_SQL} DESC, o.start_time, o.span_id"
+# A field unknown on the call's span is taken from a duplicate only where it measures the
+# same thing: a span of the same kind (a vLLM server span under a client span times the
+# server's part of the call, not the client's) and of the same provider when both say.
+_FILLS_FROM = "o.kind = l.kind AND (nullif(o.provider, '') IS NULL OR l.provider = '' OR o.provider = l.provider)"
+# Fields of the call's span that its duplicates may fill: name -> the telemetry_span expression.
+_FILLED = {
+    "input_tokens": "o.input_tokens",
+    "output_tokens": "o.output_tokens",
+    "cache_read_tokens": "o.cache_read_tokens",
+    "cache_write_tokens": "o.cache_write_tokens",
+    "reasoning_tokens": "o.reasoning_tokens",
+    "ttft_ms": "o.ttft_ms",
+    "retry_attempt": "o.retry_attempt",
+    "model": "coalesce(nullif(o.request_model, ''), nullif(o.response_model, ''))",
+}
+
+
+def _is_error_sql(alias: str) -> str:
+    return (
+        f"{alias}.status_code = {_STATUS_ERROR} OR nullif({alias}.error_type, '') IS NOT NULL"
+        f" OR 'abort' = ANY({alias}.finish_reasons)"
+    )
+
+
+def _error_key_sql(alias: str) -> str:
+    return f"CASE WHEN {_is_error_sql(alias)} THEN coalesce(nullif({alias}.error_type, ''), 'error') END"
+
+
+# The SQL type of each value _duplicates_sql returns (jsonb keeps numeric exact).
+_DUPLICATE_TYPES = {
+    "call_span_id": "bigint", "input_tokens": "int", "output_tokens": "int", "cache_read_tokens": "int",
+    "cache_write_tokens": "int", "reasoning_tokens": "int", "ttft_ms": "float8", "retry_attempt": "int",
+    "model": "text", "cost_usd": "numeric", "price_id": "bigint", "error_key": "text",
+}  # fmt: skip
+
+
+def _duplicate(name: str) -> str:
+    """A value of the call that candidate `l` is part of, from its `dup` column (NULL when the
+    trace holds no pair)."""
+    return f"(l.dup ->> '{name}')::{_DUPLICATE_TYPES[name]}"
+
+
+def _duplicates_sql() -> str:
+    """The `dup` column of a call candidate `l` (an LLM span not nested in one): over the
+    trace's LLM spans that are the same call (itself included), the call's span
+    (`call_span_id`, the richest candidate) and the best known value of each fillable field,
+    as one jsonb object. Only for candidates of traces that can hold a pair (LLM spans from
+    two scopes, or a response id seen twice): the CASE evaluates the subquery for them alone
+    (a LATERAL join would rescan a node per span: measured 2x slower on the bench), which
+    reads the trace again by the primary key's prefix, as the spans were read."""
+    gate = (
+        f"l.is_llm AND NOT {NESTED_SQL.format(x='l')} AND l.trace_llm_spans BETWEEN 2 AND {MAX_PAIRED_LLM_SPANS}"
+        " AND (l.llm_scope_min <> l.llm_scope_max"
+        " OR cardinality(array_positions(l.llm_response_ids, l.response_id)) > 1)"
+    )
+
+    def best(expression: str, where: str) -> str:
+        return f"(array_agg({expression} {_BEST_FIRST}) FILTER (WHERE {where}))[1]"
+
+    values = {
+        "call_span_id": best("o.span_id", "NOT " + NESTED_SQL.format(x="o")),
+        **{name: best(expr, f"{expr} IS NOT NULL AND {_FILLS_FROM}") for name, expr in _FILLED.items()},
+        "cost_usd": best("o.cost_usd", f"o.cost_usd IS NOT NULL AND {_FILLS_FROM}"),
+        "price_id": best("o.price_id", f"o.cost_usd IS NOT NULL AND {_FILLS_FROM}"),
+        "error_key": best(_error_key_sql("o"), _is_error_sql("o")),
+    }
+    assert set(values) == set(_DUPLICATE_TYPES)
+    pairs = ",\n                ".join(f"'{name}', {expression}" for name, expression in values.items())
+    return f"""CASE WHEN {gate} THEN (
+            SELECT jsonb_build_object(
+                {pairs})
+            FROM telemetry_span AS o
+            WHERE o.trace_id = l.trace_id AND o.project_id = l.project_id AND o.is_llm
+              AND o.start_time >= %(window_start)s AND o.start_time < %(window_end)s
+              AND (o.span_id = l.span_id OR {SAME_CALL_SQL})
+        ) END"""
 
 
 def _first(expression: str, where: str) -> str:
@@ -194,46 +306,91 @@ _SPANS_BY_SCAN = """JOIN telemetry_span AS s ON s.trace_id = t.trace_id AND s.pr
             AND s.start_time >= %(window_start)s AND s.start_time < %(window_end)s"""
 
 
-def _traced_spans_sql(traces: str, *, bulk: bool = False) -> str:
+# The columns of a traced span that the levels above pass on; those in _FILLED, cost_usd,
+# price_id and error_key are the call's (filled from its duplicates) on a call's row.
+_PASSED_ON = (
+    "project_id", "trace_id", "start_time", "trace_rank", "trace_has_root", "trace_has_llm_work", "trace_task_id",
+    "status_code", "provider", "model", "service", "is_llm", "error_key", "retry_attempt", "input_tokens",
+    "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "price_id",
+    "semantic_cache_hit", "queue_ms", "ttft_ms", "duration_ms", "root_start", "root_status",
+)  # fmt: skip
+
+
+def _call_value(name: str) -> str:
+    """A passed-on column at the level that decides calls: the span's own value, else (a
+    call's fields) the best known value of its duplicates."""
+    if name in _FILLED or name == "error_key":
+        own = f"nullif(l.{name}, '')" if name == "model" else f"l.{name}"
+        fallback = "''" if name == "model" else "NULL"
+        return f"coalesce({own}, {_duplicate(name)}, {fallback}) AS {name}"
+    if name == "cost_usd":
+        return f"coalesce(l.cost_usd, {_duplicate('cost_usd')}) AS cost_usd"
+    if name == "price_id":
+        return (
+            f"CASE WHEN l.cost_usd IS NULL AND {_duplicate('cost_usd')} IS NOT NULL "
+            f"THEN {_duplicate('price_id')} ELSE l.price_id END AS price_id"
+        )
+    return f"l.{name}"
+
+
+def traced_spans_sql(traces: str, *, bulk: bool = False, detail: bool = False, capped: bool = False) -> str:
     """Every span in the window of the traces in `traces` (project_id, trace_id), as one
-    compact row with what the rollup needs: its attributed dimensions, whether it is a call,
-    its error type, its rank in the trace (1 = the root), and its trace's task id and first
-    call. Two window levels over one sort: the first collects the trace's LLM span ids and
-    attribution, the second needs is_call for the first call."""
-    spans_of_traces = _SPANS_BY_SCAN if bulk else _SPANS_BY_TRACE
-    is_error = (
-        f"s.status_code = {_STATUS_ERROR} OR nullif(s.error_type, '') IS NOT NULL OR 'abort' = ANY(s.finish_reasons)"
-    )
+    compact row with what the rollup needs: its attributed dimensions, whether it is a call
+    (docs/metrics.md: counted once however many instrumentations saw it), its error type,
+    its rank in the trace (1 = the root), and its trace's task id and first call. Two window
+    levels over one sort: the first collects the trace's LLM spans and attribution, the
+    second needs is_call for the first call.
+
+    Parameters: %(window_start)s, %(window_end)s. `detail` adds span_id, parent_span_id and
+    same_call_as (for an LLM span that is not a call: the span of the call it is part of) for
+    the traces explorer, which also reads at most %(spans_per_trace)s spans of a trace, the
+    earliest (`capped`). This is the one definition of a call: rollups, the query layer's
+    open edge and the traces explorer all read it.
+    """
+    if capped:
+        spans_of_traces = _SPANS_BY_TRACE.replace("OFFSET 0", "ORDER BY s.start_time LIMIT %(spans_per_trace)s")
+    else:
+        spans_of_traces = _SPANS_BY_SCAN if bulk else _SPANS_BY_TRACE
     fits = _CALL_FITS_TASK.format(
         hour_of_call=HOUR_OF_SQL.format(x="l.start_time"), hour_of_root=HOUR_OF_SQL.format(x="l.root_start")
     )
-    passed_on = """l.project_id, l.trace_id, l.start_time, l.trace_rank, l.trace_has_root, l.trace_has_llm_work,
-        l.trace_task_id, l.status_code, l.provider, l.model, l.service, l.is_llm, l.error_key, l.retry_attempt,
-        l.input_tokens, l.cache_read_tokens, l.cache_write_tokens, l.output_tokens, l.reasoning_tokens,
-        l.cost_usd, l.price_id, l.semantic_cache_hit, l.queue_ms, l.ttft_ms, l.duration_ms,
-        l.root_start, l.root_status"""
+    passed_on = ", ".join(f"l.{name}" for name in _PASSED_ON)
+    call_values = ",\n            ".join(_call_value(name) for name in _PASSED_ON)
+    nested = NESTED_SQL.format(x="l")
+    call_span = _duplicate("call_span_id")
+    is_call = f"(l.is_llm AND NOT {nested} AND coalesce({call_span} = l.span_id, true))"
+    detail_columns = ""
+    detail_below = ""
+    if detail:
+        detail_columns = ", l.span_id, l.parent_span_id, l.same_call_as"
+        detail_below = f""", l.parent_span_id,
+            CASE WHEN l.is_llm AND {nested} THEN l.parent_span_id
+                 WHEN {call_span} <> l.span_id THEN {call_span} END AS same_call_as"""
     return f"""
     SELECT {passed_on}, l.tenant, l.feature, l.is_call,
         {_first("l.start_time", "l.is_call")} AS call_start,
         -- The first call's provider, model and service: {{{{provider, model, service}}}}.
         (array_agg(ARRAY[l.provider, l.model, l.service]) FILTER (WHERE l.is_call) OVER trace)[1:1] AS call_dims,
         {_first("l.fits_task", "l.is_call")} AS first_call_fits_task,
-        l.is_call AND l.span_id = {_first("l.span_id", "l.is_call")} AS is_first_call
+        l.is_call AND l.span_id = {_first("l.span_id", "l.is_call")} AS is_first_call{detail_columns}
     FROM (
-        -- Each span's attribution, whether it is a call, whether its row could carry its
-        -- trace's task; and only the columns needed above, so that the window level above
-        -- buffers narrower rows.
-        SELECT {passed_on}, l.span_id, l.is_child,
+        -- Each span's attribution, whether it is a call (and a call's fields, filled from its
+        -- duplicates), whether its row could carry its trace's task; and only the columns
+        -- needed above, so that the window level above buffers narrower rows.
+        SELECT {call_values}, l.span_id, l.is_child{detail_below},
             coalesce(l.own_tenant, l.trace_tenant, '') AS tenant,
             coalesce(l.own_feature, l.trace_feature, l.fallback_feature, '') AS feature,
-            {_IS_CALL} AS is_call, {fits} AS fits_task
+            {is_call} AS is_call, {fits} AS fits_task
         FROM (
-        SELECT s.project_id, s.trace_id, s.span_id, s.parent_span_id, s.start_time, s.duration_ms, s.status_code,
-            s.is_llm, nullif(s.tenant, '') AS own_tenant, nullif(s.feature, '') AS own_feature,
+        SELECT l.*, {_duplicates_sql()} AS dup
+        FROM (
+        SELECT s.project_id, s.trace_id, s.span_id, s.parent_span_id, s.start_time, s.end_time, s.duration_ms,
+            s.status_code, s.kind, s.is_llm, nullif(s.tenant, '') AS own_tenant, nullif(s.feature, '') AS own_feature,
             {fallback_feature_sql("s")} AS fallback_feature, coalesce(s.provider, '') AS provider,
             coalesce(nullif(s.request_model, ''), nullif(s.response_model, ''), '') AS model,
-            coalesce(s.service_name, '') AS service,
-            CASE WHEN {is_error} THEN coalesce(nullif(s.error_type, ''), 'error') END AS error_key,
+            coalesce(s.service_name, '') AS service, coalesce(s.scope_name, '') AS scope_name,
+            nullif(s.response_id, '') AS response_id,
+            {_error_key_sql("s")} AS error_key,
             s.retry_attempt, s.input_tokens, s.cache_read_tokens, s.cache_write_tokens, s.output_tokens,
             s.reasoning_tokens, s.cost_usd, s.semantic_cache_hit, s.queue_ms, s.ttft_ms,
             s.price_id,
@@ -243,6 +400,11 @@ def _traced_spans_sql(traces: str, *, bulk: bool = False) -> str:
             first_value(s.status_code) OVER trace AS root_status,
             first_value({fallback_feature_sql("s")}) OVER trace AS root_fallback_feature,
             array_agg(s.span_id) FILTER (WHERE s.is_llm) OVER trace AS llm_span_ids,
+            -- Whether the trace can hold two spans of one call (_duplicates_sql's gate).
+            count(*) FILTER (WHERE s.is_llm) OVER trace AS trace_llm_spans,
+            min(coalesce(s.scope_name, '')) FILTER (WHERE s.is_llm) OVER trace AS llm_scope_min,
+            max(coalesce(s.scope_name, '')) FILTER (WHERE s.is_llm) OVER trace AS llm_scope_max,
+            array_agg(s.response_id) FILTER (WHERE s.is_llm AND s.response_id <> '') OVER trace AS llm_response_ids,
             {_first("s.tenant", "s.tenant <> ''")} AS trace_tenant,
             {_first("s.feature", "s.feature <> ''")} AS trace_feature,
             {_first("s.task_id", "s.task_id <> ''")} AS trace_task_id,
@@ -251,6 +413,9 @@ def _traced_spans_sql(traces: str, *, bulk: bool = False) -> str:
         FROM {traces} AS t
         {spans_of_traces}
         WINDOW {_TRACE_WINDOW.format(a="s", child="s.parent_span_id IS NOT NULL")}
+        ) AS l
+        -- OFFSET 0: the level above reads `dup` several times; the subquery must run once.
+        OFFSET 0
         ) AS l
     ) AS l
     -- The order of the level below, by its output column: no second sort.
@@ -340,7 +505,7 @@ def rollup_rows_sql(grouping_sets: Sequence[int] = GROUPING_SETS, *, bulk: bool 
 
     return f"""
 WITH spans AS MATERIALIZED (
-    {_traced_spans_sql(_TOUCHED, bulk=bulk)}
+    {traced_spans_sql(_TOUCHED, bulk=bulk)}
 ), task_traces AS (
     -- Every trace in the window whose task id is one the range's traces have (an agent's
     -- earlier or later steps, and those traces themselves): a task is counted in the hour of
@@ -363,7 +528,7 @@ WITH spans AS MATERIALIZED (
         min(r.call_start) AS call_start,
         ARRAY[ARRAY[{", ".join(f"(array_agg(r.call_dims[1][{n}] {call_order}))[1]" for n in (1, 2, 3))}]] AS call_dims,
         bool_or(r.trace_has_llm_work) AS trace_has_llm_work
-    FROM ({_traced_spans_sql("task_traces")}) AS r
+    FROM ({traced_spans_sql("task_traces")}) AS r
     WHERE r.trace_rank = 1 AND r.trace_task_id IS NOT NULL
     GROUP BY r.project_id, r.trace_task_id
 ), facts AS (

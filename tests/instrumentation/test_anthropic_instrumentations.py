@@ -318,7 +318,6 @@ def test_sdk_and_openllmetry_together_store_two_sibling_spans_per_call(
     _assert_no_content_stored(spans)
 
 
-@pytest.mark.xfail(reason="call dedup lands with h-calls", strict=True)
 @pytest.mark.django_db(transaction=True)
 def test_sdk_and_openllmetry_together_count_one_call(
     tracer_provider: TracerProvider, openai_server: OpenAITestServer, monkeypatch: pytest.MonkeyPatch

@@ -46,6 +46,7 @@ class Trace:
         **fields: Any,
     ) -> CanonicalSpan:
         start_ns = datetime_to_ns(self.start) + int(at_ms * 1_000_000)
+        fields.setdefault("scope_name", "tests")
         span = CanonicalSpan(
             trace_id=self.trace_id,
             span_id=os.urandom(8),
@@ -57,7 +58,6 @@ class Trace:
             status_code=status,
             status_message="",
             service_name=service,
-            scope_name="tests",
             **fields,
         )
         self.spans.append(span)
