@@ -140,8 +140,10 @@ def _service(name: str, kind: str, work: Callable[[Caller, bytes], Any], respons
     return grpc.method_handlers_generic_handler(name, {"Export": method})
 
 
-def build_server(address: str, *, threads: int | None = None, max_message_bytes: int | None = None) -> grpc.Server:
-    """A started-ready server bound to `address` (host:port); call .start()."""
+def build_server(
+    address: str, *, threads: int | None = None, max_message_bytes: int | None = None
+) -> tuple[grpc.Server, int]:
+    """A server bound to `address` (host:port; port 0 picks a free one) and the port it got; call .start()."""
     limit = max_message_bytes or settings.OTLP_GRPC_MAX_MESSAGE_BYTES
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads or settings.OTLP_GRPC_THREADS, thread_name_prefix="otlp-grpc"),
@@ -153,6 +155,7 @@ def build_server(address: str, *, threads: int | None = None, max_message_bytes:
             _service(METRICS_SERVICE, "metrics", export_metrics, metrics_service_pb2.ExportMetricsServiceResponse),
         )
     )
-    if server.add_insecure_port(address) == 0:
+    port = server.add_insecure_port(address)
+    if port == 0:
         raise OSError(f"cannot bind the OTLP/gRPC receiver to {address}")
-    return server
+    return server, port

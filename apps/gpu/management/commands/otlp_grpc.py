@@ -19,8 +19,8 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=settings.OTLP_GRPC_THREADS)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        address = f"{options['host']}:{options['port']}"
-        server = build_server(address, threads=options["threads"])
+        server, port = build_server(f"{options['host']}:{options['port']}", threads=options["threads"])
+        address = f"{options['host']}:{port}"
         server.start()
         stopping = threading.Event()
 
