@@ -108,6 +108,7 @@ def _temperature(nvml: ModuleType, handle: Any) -> float | None:
 
 def read_gpus(nvml: ModuleType) -> list[GpuReading]:
     readings = []
+    sm_clock = nvml.NVML_CLOCK_SM
     for index in range(nvml.nvmlDeviceGetCount()):
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
         utilization = _optional(nvml, lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h))
@@ -125,9 +126,7 @@ def read_gpus(nvml: ModuleType) -> list[GpuReading]:
                 power_limit_mw=_optional(nvml, lambda h=handle: float(nvml.nvmlDeviceGetEnforcedPowerLimit(h))),
                 energy_mj=_optional(nvml, lambda h=handle: int(nvml.nvmlDeviceGetTotalEnergyConsumption(h))),
                 temperature_c=_temperature(nvml, handle),
-                sm_clock_mhz=_optional(
-                    nvml, lambda h=handle: float(nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
-                ),
+                sm_clock_mhz=_optional(nvml, lambda h=handle: float(nvml.nvmlDeviceGetClockInfo(h, sm_clock))),
             )
         )
     return readings
@@ -161,23 +160,15 @@ class EnergySinceStart:
 
 Observations = dict[str, list[tuple[float, dict[str, Any]]]]
 
+_UNITS = {
+    GPU_UTILIZATION: "1", GPU_MEMORY_COPY_UTILIZATION: "1", GPU_MEMORY_USAGE: "By", GPU_MEMORY_LIMIT: "By",
+    GPU_POWER: "W", GPU_POWER_LIMIT: "W", GPU_ENERGY: "J", GPU_TEMPERATURE: "Cel", GPU_SM_CLOCK: "MHz",
+}  # fmt: skip
+
 
 def observations(readings: Iterable[GpuReading], energy: EnergySinceStart) -> Observations:
     """Readings as (value, attributes) per canonical metric name, in canonical units."""
-    out: Observations = {
-        name: []
-        for name in (
-            GPU_UTILIZATION,
-            GPU_MEMORY_COPY_UTILIZATION,
-            GPU_MEMORY_USAGE,
-            GPU_MEMORY_LIMIT,
-            GPU_POWER,
-            GPU_POWER_LIMIT,
-            GPU_ENERGY,
-            GPU_TEMPERATURE,
-            GPU_SM_CLOCK,
-        )  # fmt: skip
-    }
+    out: Observations = {name: [] for name in _UNITS}
     for r in readings:
         attributes: dict[str, Any] = {"hw.id": r.uuid, "hw.model": r.name, "gpu.index": r.index}
         if r.gpu_util_percent is not None:
@@ -199,12 +190,6 @@ def observations(readings: Iterable[GpuReading], energy: EnergySinceStart) -> Ob
         if r.sm_clock_mhz is not None:
             out[GPU_SM_CLOCK].append((r.sm_clock_mhz, attributes))
     return out
-
-
-_UNITS = {
-    GPU_UTILIZATION: "1", GPU_MEMORY_COPY_UTILIZATION: "1", GPU_MEMORY_USAGE: "By", GPU_MEMORY_LIMIT: "By",
-    GPU_POWER: "W", GPU_POWER_LIMIT: "W", GPU_ENERGY: "J", GPU_TEMPERATURE: "Cel", GPU_SM_CLOCK: "MHz",
-}  # fmt: skip
 
 
 class _OneReadPerCollection:
