@@ -87,16 +87,20 @@ def resource_key(resource: dict[str, Any]) -> bytes:
     return _dumps(resource)
 
 
+def series_prefix(name: str, resource: dict[str, Any] | bytes) -> bytes:
+    """The metric name and resource part of series identities (one per metric in a batch)."""
+    return name.encode() + b"\0" + (resource if isinstance(resource, bytes) else _dumps(resource)) + b"\0"
+
+
+def series_hash_from(prefix: bytes, attributes: dict[str, Any]) -> int:
+    digest = hashlib.blake2b(prefix + _dumps(attributes), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def series_hash(name: str, resource: dict[str, Any] | bytes, attributes: dict[str, Any]) -> int:
     """A series' identity: metric name + resource + point attributes, as a signed 64-bit id.
 
     Key order does not matter (sorted before hashing). 64 bits keep the points table's key
     narrow; a collision needs ~4 billion series in one project to become likely.
     """
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(name.encode())
-    digest.update(b"\0")
-    digest.update(resource if isinstance(resource, bytes) else _dumps(resource))
-    digest.update(b"\0")
-    digest.update(_dumps(attributes))
-    return int.from_bytes(digest.digest(), "big", signed=True)
+    return series_hash_from(series_prefix(name, resource), attributes)

@@ -28,7 +28,8 @@ from collectors.metric_records import (
     TEMPORALITY_DELTA,
     MetricPoint,
     resource_key,
-    series_hash,
+    series_hash_from,
+    series_prefix,
 )
 from collectors.otlp import _pb_attributes
 from collectors.records import PayloadError
@@ -58,6 +59,18 @@ class PointLimits:
 
 class PointRejected(ValueError):
     pass
+
+
+class _Where:
+    __slots__ = ("mi", "name", "ri", "si")
+
+    def __init__(self, ri: int, si: int, mi: int, name: str) -> None:
+        self.ri, self.si, self.mi, self.name = ri, si, mi, name
+
+    def __str__(self) -> str:
+        return f"resourceMetrics[{self.ri}].scopeMetrics[{self.si}].metrics[{self.mi}] ({self.name or 'no name'})"
+
+    __format__ = lambda self, spec: str(self)  # noqa: E731 - f-strings format it lazily
 
 
 def decode_metrics_protobuf(body: bytes, limits: PointLimits) -> tuple[list[MetricPoint], list[str]]:
@@ -95,12 +108,13 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
         for si, scope_metrics in enumerate(resource_metrics.scope_metrics):
             scope_name = scope_metrics.scope.name
             for mi, metric in enumerate(scope_metrics.metrics):
-                where = f"resourceMetrics[{ri}].scopeMetrics[{si}].metrics[{mi}] ({metric.name or 'no name'})"
                 kind = metric.WhichOneof("data")
                 if kind is None:
                     continue
                 data = getattr(metric, kind)
                 data_points = data.data_points
+                # Built only when a point is rejected: this loop runs once per metric of every batch.
+                where = _Where(ri, si, mi, metric.name)
                 if kind == "summary":
                     if len(data_points):
                         rejections.append(f"{where}: {len(data_points)} summary points: summaries are not stored")
@@ -116,6 +130,7 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
                     )
                     continue
                 monotonic = bool(getattr(data, "is_monotonic", kind != GAUGE))
+                prefix = series_prefix(metric.name, resource_bytes)
                 for pi, data_point in enumerate(data_points):
                     if data_point.flags & _NO_RECORDED_VALUE:
                         continue
@@ -134,7 +149,7 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
                     if kind == SUM and monotonic and point.value is not None and point.value < 0:
                         rejections.append(f"{where} point {pi}: a monotonic sum cannot be negative ({point.value})")
                         continue
-                    point.series_id = series_hash(metric.name, resource_bytes, point.attributes)
+                    point.series_id = series_hash_from(prefix, point.attributes)
                     points.append(point)
     return points, rejections
 

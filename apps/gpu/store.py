@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -59,8 +60,7 @@ _TYPES = [pg_type for _, pg_type in COLUMNS]
 _INTERVAL_FIELDS = ("increase", "interval_count", "interval_sum", "interval_buckets", "interval_zero_count",
                     "interval_negative")  # fmt: skip
 
-# Series known to have a row, per process: a gauge batch then writes no series rows at all.
-# Cumulative series are locked on every batch anyway, so they go through the upsert.
+# Series known to have a row, per process: a batch of known series writes no series rows.
 _known_series: set[tuple[int, int]] = set()
 
 
@@ -116,7 +116,7 @@ def _truncate_to_storage(points: Sequence[MetricPoint]) -> None:
 def _upsert_series(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> None:
     firsts: dict[int, MetricPoint] = {}
     for p in points:
-        if p.is_cumulative or (project_id, p.series_id) not in _known_series:
+        if (project_id, p.series_id) not in _known_series:
             firsts.setdefault(p.series_id, p)
     if not firsts:
         return
@@ -238,9 +238,14 @@ def _intervals(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> list
             fill_interval(None, p)
     if not by_series:
         return []
+    # Two batches of one series must not both derive intervals from the same baseline (an
+    # exporter's retry racing its original): a transaction-scoped advisory lock per series,
+    # taken in one order. The two-int form keeps these keys apart from the partition DDL
+    # lock (a bigint key); the series id is split into its two halves.
     cur.execute(
-        "SELECT 1 FROM gpu_metric_series WHERE project_id = %s AND series_id = ANY(%s) ORDER BY series_id FOR UPDATE",
-        [project_id, sorted(by_series)],
+        "SELECT count(pg_advisory_xact_lock((s >> 32)::int4, (s & 4294967295)::bigint::bit(32)::int4)) "
+        "FROM unnest(%s::bigint[]) AS s",
+        [sorted(by_series)],
     )
     for series_points in by_series.values():
         series_points.sort(key=lambda p: p.time_ns)
@@ -295,8 +300,12 @@ def insert_points(project_id: int, points: Sequence[MetricPoint]) -> int:
     _truncate_to_storage(points)
     METRIC_POINTS.ensure(point_days(points))
     with transaction.atomic(), connection.cursor() as cur:
-        _upsert_series(cur, project_id, points)
-        changed = _intervals(cur, project_id, points)
+        # Django's cursors bind parameters client-side (quoting every array element into the
+        # SQL text); the array-heavy statements go through a server-binding psycopg cursor
+        # on the same connection and transaction instead.
+        raw = psycopg.Cursor(connection.connection)
+        _upsert_series(raw, project_id, points)
+        changed = _intervals(raw, project_id, points)
         # A session-lifetime temp table, emptied at each commit: no DDL per batch.
         cur.execute(
             "CREATE TEMP TABLE IF NOT EXISTS metric_point_incoming "
@@ -317,5 +326,6 @@ def insert_points(project_id: int, points: Sequence[MetricPoint]) -> int:
             """
         )
         inserted = int(cur.fetchone()[0])
-        _rewrite_intervals(cur, project_id, changed)
+        _rewrite_intervals(raw, project_id, changed)
+        raw.close()
         return inserted
