@@ -4,10 +4,12 @@ unmanaged models let the ORM and the admin read them) and the Prometheus endpoin
 
 from __future__ import annotations
 
+import urllib.parse
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -68,6 +70,18 @@ class MetricPoint(models.Model):
         db_table = "gpu_metric_point"
 
 
+def validate_scrape_url(value: str) -> None:
+    """http(s)://host[:port]/path. Django's URLValidator wants a dotted domain, but scrape
+    targets are usually compose or cluster hostnames (`vllm-0:8000`, `dcgm-exporter:9400`)."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Enter an http:// or https:// URL with a host, e.g. http://vllm-0:8000/metrics")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValidationError("The port is not a number between 0 and 65535") from None
+
+
 class ScrapeTarget(models.Model):
     """A Prometheus endpoint (vLLM /metrics or a DCGM exporter) scraped on a schedule.
 
@@ -80,7 +94,11 @@ class ScrapeTarget(models.Model):
     KINDS = [(VLLM, "vLLM /metrics"), (DCGM, "DCGM exporter")]
 
     project = models.ForeignKey("accounts.Project", on_delete=models.CASCADE, related_name="scrape_targets")
-    url = models.URLField(max_length=500, help_text="The /metrics URL, e.g. http://vllm-0:8000/metrics")
+    url = models.CharField(
+        max_length=500,
+        validators=[validate_scrape_url],
+        help_text="The /metrics URL, e.g. http://vllm-0:8000/metrics",
+    )
     kind = models.CharField(max_length=8, choices=KINDS)
     instance = models.CharField(
         max_length=200,

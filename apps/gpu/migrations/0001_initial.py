@@ -13,6 +13,8 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
+import apps.gpu.models
+
 CREATE = """
 CREATE TABLE gpu_metric_series (
     project_id   bigint NOT NULL,
@@ -189,7 +191,14 @@ class Migration(migrations.Migration):
             name="ScrapeTarget",
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("url", models.URLField(help_text="The /metrics URL, e.g. http://vllm-0:8000/metrics", max_length=500)),
+                (
+                    "url",
+                    models.CharField(
+                        help_text="The /metrics URL, e.g. http://vllm-0:8000/metrics",
+                        max_length=500,
+                        validators=[apps.gpu.models.validate_scrape_url],
+                    ),
+                ),
                 (
                     "kind",
                     models.CharField(choices=[("vllm", "vLLM /metrics"), ("dcgm", "DCGM exporter")], max_length=8),
