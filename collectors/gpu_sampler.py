@@ -83,9 +83,10 @@ def load_nvml() -> ModuleType:
     return pynvml
 
 
-def _optional(nvml: ModuleType, call: Callable[[], Any]) -> Any:
+def _optional(nvml: ModuleType, call: Callable[..., Any], *args: Any) -> Any:
+    """call(*args), or None where the GPU does not support it (or we may not read it)."""
     try:
-        return call()
+        return call(*args)
     except nvml.NVMLError_NotSupported:
         return None
     except nvml.NVMLError_NoPermission:
@@ -103,16 +104,20 @@ def _temperature(nvml: ModuleType, handle: Any) -> float | None:
             pass
         except (nvml.NVMLError_NotSupported, nvml.NVMLError_NoPermission):
             return None
-    return _optional(nvml, lambda: float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)))
+    legacy = _optional(nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU)
+    return None if legacy is None else float(legacy)
 
 
 def read_gpus(nvml: ModuleType) -> list[GpuReading]:
     readings = []
-    sm_clock = nvml.NVML_CLOCK_SM
     for index in range(nvml.nvmlDeviceGetCount()):
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        utilization = _optional(nvml, lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h))
-        memory = _optional(nvml, lambda h=handle: nvml.nvmlDeviceGetMemoryInfo(h))
+        utilization = _optional(nvml, nvml.nvmlDeviceGetUtilizationRates, handle)
+        memory = _optional(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
+        power = _optional(nvml, nvml.nvmlDeviceGetPowerUsage, handle)
+        power_limit = _optional(nvml, nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+        energy = _optional(nvml, nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+        sm_clock = _optional(nvml, nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_SM)
         readings.append(
             GpuReading(
                 index=index,
@@ -122,11 +127,11 @@ def read_gpus(nvml: ModuleType) -> list[GpuReading]:
                 memory_util_percent=float(utilization.memory) if utilization is not None else None,
                 memory_used_bytes=int(memory.used) if memory is not None else None,
                 memory_total_bytes=int(memory.total) if memory is not None else None,
-                power_mw=_optional(nvml, lambda h=handle: float(nvml.nvmlDeviceGetPowerUsage(h))),
-                power_limit_mw=_optional(nvml, lambda h=handle: float(nvml.nvmlDeviceGetEnforcedPowerLimit(h))),
-                energy_mj=_optional(nvml, lambda h=handle: int(nvml.nvmlDeviceGetTotalEnergyConsumption(h))),
+                power_mw=float(power) if power is not None else None,
+                power_limit_mw=float(power_limit) if power_limit is not None else None,
+                energy_mj=int(energy) if energy is not None else None,
                 temperature_c=_temperature(nvml, handle),
-                sm_clock_mhz=_optional(nvml, lambda h=handle: float(nvml.nvmlDeviceGetClockInfo(h, sm_clock))),
+                sm_clock_mhz=float(sm_clock) if sm_clock is not None else None,
             )
         )
     return readings

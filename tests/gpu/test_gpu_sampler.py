@@ -143,3 +143,30 @@ def test_recorded_readings_through_the_real_sdk_and_exporter(live_server: Any) -
     # GPU 1 stopped reporting its SM clock in the second reading: one point, not a zero.
     clock = MetricSeries.objects.get(name="observatory.gpu.sm_clock", attributes__contains={"gpu.index": 1})
     assert MetricPoint.objects.filter(series_id=clock.series_id).count() == 1
+
+
+def test_read_gpus_maps_nvml_calls_and_skips_unsupported_fields() -> None:
+    # NVML cannot run here (no GPU): a stand-in with NVML's names and units (mW, mJ, bytes).
+    nvml = _fake_nvml(63)
+
+    def unsupported(*args: object) -> None:
+        raise nvml.NVMLError_NotSupported()
+
+    nvml.NVML_CLOCK_SM = 1
+    nvml.nvmlDeviceGetCount = lambda: 2
+    nvml.nvmlDeviceGetHandleByIndex = lambda index: index
+    nvml.nvmlDeviceGetUUID = lambda h: f"GPU-{h}"
+    nvml.nvmlDeviceGetName = lambda h: "NVIDIA H200"
+    nvml.nvmlDeviceGetUtilizationRates = lambda h: SimpleNamespace(gpu=90, memory=40)
+    nvml.nvmlDeviceGetMemoryInfo = lambda h: SimpleNamespace(used=10 * 2**30, total=141 * 2**30, free=131 * 2**30)
+    nvml.nvmlDeviceGetPowerUsage = lambda h: 650_500 if h == 0 else unsupported()
+    nvml.nvmlDeviceGetEnforcedPowerLimit = lambda h: 700_000
+    nvml.nvmlDeviceGetTotalEnergyConsumption = lambda h: 123_456_789
+    nvml.nvmlDeviceGetClockInfo = lambda h, clock: 1980 if clock == 1 else 0
+    first, second = gpu_sampler.read_gpus(nvml)  # type: ignore[arg-type]
+    assert first == GpuReading(
+        index=0, uuid="GPU-0", name="NVIDIA H200", gpu_util_percent=90.0, memory_util_percent=40.0,
+        memory_used_bytes=10 * 2**30, memory_total_bytes=141 * 2**30, power_mw=650_500.0, power_limit_mw=700_000.0,
+        energy_mj=123_456_789, temperature_c=63.0, sm_clock_mhz=1980.0,
+    )  # fmt: skip
+    assert second.power_mw is None and second.power_limit_mw == 700_000.0
