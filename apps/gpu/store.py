@@ -165,16 +165,16 @@ def _stored_neighbours(cur: Any, project_id: int, first_times: dict[int, int]) -
     series_ids = sorted(first_times)
     cur.execute(
         f"""
-        WITH wanted(series_id, first_time) AS (SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))
+        WITH wanted(series_id, first_time) AS (SELECT * FROM unnest(%b::bigint[], %b::timestamptz[]))
         SELECT found.* FROM wanted w
         CROSS JOIN LATERAL (
             (SELECT {_STORED_COLUMNS} FROM gpu_metric_point p
-             WHERE p.project_id = %s AND p.series_id = w.series_id
-               AND p.time < w.first_time AND p.time >= w.first_time - %s::interval
+             WHERE p.project_id = %b AND p.series_id = w.series_id
+               AND p.time < w.first_time AND p.time >= w.first_time - %b::interval
              ORDER BY p.time DESC LIMIT 1)
             UNION ALL
             (SELECT {_STORED_COLUMNS} FROM gpu_metric_point p
-             WHERE p.project_id = %s AND p.series_id = w.series_id AND p.time >= w.first_time)
+             WHERE p.project_id = %b AND p.series_id = w.series_id AND p.time >= w.first_time)
         ) found
         ORDER BY found.series_id, found.time
         """,
@@ -185,6 +185,8 @@ def _stored_neighbours(cur: Any, project_id: int, first_times: dict[int, int]) -
             timedelta(days=settings.METRIC_BASELINE_LOOKBACK_DAYS),
             project_id,
         ],
+        # Binary both ways: no text formatting of the id and time arrays, no timestamp parsing.
+        binary=True,
     )
     names = [column.name for column in cur.description]
     stored: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -244,7 +246,7 @@ def _intervals(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> list
     # lock (a bigint key); the series id is split into its two halves.
     cur.execute(
         "SELECT count(pg_advisory_xact_lock((s >> 32)::int4, (s & 4294967295)::bigint::bit(32)::int4)) "
-        "FROM unnest(%s::bigint[]) AS s",
+        "FROM unnest(%b::bigint[]) AS s",
         [sorted(by_series)],
     )
     for series_points in by_series.values():
