@@ -11,8 +11,9 @@ bytes); undecodable -> INVALID_ARGUMENT (400); database down -> UNAVAILABLE with
 google.rpc.RetryInfo in the trailing metadata (503 + Retry-After), which the OTLP exporters
 honour. Rejected spans / points are reported in partial_success, the rest are stored.
 
-Each call runs in a pool thread with its own Django connection; like Django's request
-signals, a connection past CONN_MAX_AGE or broken is closed before and after each call.
+Each call runs in a pool thread with its own Django connection, opened for the call and
+closed after it: a pool of idle threads holds no connections, and a call after a database
+restart never starts on a broken one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import grpc
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
 from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
@@ -71,8 +72,6 @@ def authenticate_metadata(metadata: tuple[tuple[str, str | bytes], ...]) -> Call
 
 
 def _unavailable(exc: Exception) -> _Abort:
-    from django.db import connection
-
     connection.close_if_unusable_or_obsolete()
     log.warning("grpc ingest unavailable: database error: %s", str(exc).splitlines()[0] if str(exc) else exc)
     return _Abort(grpc.StatusCode.UNAVAILABLE, "database unavailable, retry later",
@@ -106,7 +105,7 @@ def _handle(kind: str, work: Callable[[Caller, bytes], Any]) -> Callable[[bytes,
                 log.warning("grpc %s rejected %s from %s: %s", kind, abort.code.name, peer, abort.message)
             context.abort(abort.code, abort.message)
         finally:
-            close_old_connections()
+            connection.close()
 
     return handler
 

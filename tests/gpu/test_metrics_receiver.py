@@ -276,3 +276,27 @@ def test_a_new_day_gets_its_partition(client: Client, ingest_key: str) -> None:
     yesterday = now_ns() - 26 * 3600 * 10**9
     accepted(post(client, request_of([gauge("g", [(yesterday, 1.0)])]), ingest_key))
     assert points_of("g")[0].time.date() == (datetime.now(UTC) - timedelta(hours=26)).date()
+
+
+def test_cumulative_exponential_histogram_from_the_sdk_across_exports(client: Client, ingest_key: str) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        metric_readers=[reader],
+        views=[View(instrument_name="latency", aggregation=ExponentialBucketHistogramAggregation(max_size=20))],
+    )
+    latency = provider.get_meter("tests").create_histogram("latency", unit="s")
+    for value in (0.5, 0.6, 0.7):
+        latency.record(value)
+    first = encode_protobuf(reader.get_metrics_data()).SerializeToString()
+    # A value far away makes the SDK fit 20 buckets by rescaling to a coarser scale.
+    for value in (0.55, 900.0):
+        latency.record(value)
+    second = encode_protobuf(reader.get_metrics_data()).SerializeToString()
+    provider.shutdown()
+    accepted(post(client, first, ingest_key))
+    accepted(post(client, second, ingest_key))
+    early, late = points_of("latency")
+    assert late.scale < early.scale  # the SDK did rescale between the exports
+    assert (early.interval_count, late.interval_count) == (3, 2)
+    assert sum(late.interval_buckets) == 2
+    assert late.interval_sum == pytest.approx(900.55)
