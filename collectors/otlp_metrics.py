@@ -183,6 +183,8 @@ def _counts(counts: Iterable[int], what: str) -> list[int]:
     values = list(counts)
     if len(values) > _MAX_BUCKETS:
         raise PointRejected(f"{len(values)} {what} exceed the limit of {_MAX_BUCKETS}")
+    if values and max(values) > _MAX_INT64:
+        raise PointRejected(f"{what} hold a count beyond 2^63-1")
     return values
 
 
@@ -200,6 +202,9 @@ def _point(kind: str, data_point: Any, limits: PointLimits) -> MetricPoint:
         point.value = _finite(float(getattr(data_point, which)), "value")
         return point
     point.count = data_point.count
+    # uint64 on the wire; the store's columns are bigint, and no real count comes near 2^63.
+    if point.count > _MAX_INT64 or getattr(data_point, "zero_count", 0) > _MAX_INT64:
+        raise PointRejected(f"count {point.count} is beyond 2^63-1")
     point.sum = _optional(data_point, "sum")
     point.min = _optional(data_point, "min")
     point.max = _optional(data_point, "max")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -145,7 +146,10 @@ def _upsert_series(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> 
             [orjson.dumps(p.attributes, option=orjson.OPT_NON_STR_KEYS).decode() for p in ordered],
         ],
     )
-    _known_series.update((project_id, series_id) for series_id in firsts)
+    # Remembered only once committed: a batch that rolls back leaves no series row behind,
+    # and a remembered id would keep its later points from ever getting one.
+    new_keys = [(project_id, series_id) for series_id in firsts]
+    transaction.on_commit(lambda: _known_series.update(new_keys))
 
 
 _STORED_COLUMNS = (
@@ -301,11 +305,11 @@ def insert_points(project_id: int, points: Sequence[MetricPoint]) -> int:
         return 0
     _truncate_to_storage(points)
     METRIC_POINTS.ensure(point_days(points))
-    with transaction.atomic(), connection.cursor() as cur:
+    with transaction.atomic(), connection.cursor() as cur, ExitStack() as stack:
         # Django's cursors bind parameters client-side (quoting every array element into the
         # SQL text); the array-heavy statements go through a server-binding psycopg cursor
         # on the same connection and transaction instead.
-        raw = psycopg.Cursor(connection.connection)
+        raw = stack.enter_context(psycopg.Cursor(connection.connection))
         _upsert_series(raw, project_id, points)
         changed = _intervals(raw, project_id, points)
         # A session-lifetime temp table, emptied at each commit: no DDL per batch.
@@ -329,5 +333,4 @@ def insert_points(project_id: int, points: Sequence[MetricPoint]) -> int:
         )
         inserted = int(cur.fetchone()[0])
         _rewrite_intervals(raw, project_id, changed)
-        raw.close()
         return inserted

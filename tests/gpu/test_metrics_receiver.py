@@ -209,13 +209,15 @@ def test_absurd_points_are_rejected_one_by_one_and_the_rest_kept(client: Client,
             gauge("milliseconds", [(t // 10**6, 1.0)]),
             counter("negative", [(t - 1, t, -5.0)]),
             histogram("bad-buckets", [(t - 1, t, [1, 2], 1.0)], [0.1, 1.0]),
+            # uint64 on the wire, beyond the store's bigint: this point only, not the batch.
+            histogram("huge", [(t - 1, t, [2**64 - 1, 0, 0], 1.0)], [0.1, 1.0]),
         ]
     )
     response = accepted(post(client, body, ingest_key))
-    assert response.partial_success.rejected_data_points == 7
+    assert response.partial_success.rejected_data_points == 8
     message = response.partial_success.error_message
     for reason in ("value is nan", "value is inf", "in the future", "time is missing", "before 2000-01-01",
-                   "monotonic sum cannot be negative", "2 bucket counts for 2 bounds"):  # fmt: skip
+                   "monotonic sum cannot be negative", "2 bucket counts for 2 bounds", "beyond 2^63-1"):  # fmt: skip
         assert reason in message
     assert [p.value for p in points_of("g")] == [1.0, 4.0]
     assert MetricPoint.objects.count() == 2
