@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from collectors.capping import cap_attributes, strip_nul
 from collectors.metric_records import (
     EXPONENTIAL_HISTOGRAM,
     GAUGE,
@@ -55,6 +56,9 @@ class PointLimits:
     now_ns: int
     max_future_ns: int
     oldest_ns: int
+    # Attribute values and whole attribute maps are capped as spans' are (collectors.capping).
+    max_attribute_chars: int = 1024
+    max_attributes_chars: int = 16384
 
 
 class PointRejected(ValueError):
@@ -103,7 +107,11 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
     points: list[MetricPoint] = []
     rejections: list[str] = []
     for ri, resource_metrics in enumerate(request.resource_metrics):
-        resource = _pb_attributes(resource_metrics.resource.attributes)
+        resource = cap_attributes(
+            _pb_attributes(resource_metrics.resource.attributes),
+            limits.max_attribute_chars,
+            limits.max_attributes_chars,
+        )
         resource_bytes = resource_key(resource)
         for si, scope_metrics in enumerate(resource_metrics.scope_metrics):
             scope_name = scope_metrics.scope.name
@@ -119,7 +127,8 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
                     if len(data_points):
                         rejections.append(f"{where}: {len(data_points)} summary points: summaries are not stored")
                     continue
-                if not metric.name:
+                name = strip_nul(metric.name)[: limits.max_attribute_chars]
+                if not name:
                     rejections.extend(f"{where} point {pi}: metric name is missing" for pi in range(len(data_points)))
                     continue
                 temporality = getattr(data, "aggregation_temporality", 0)
@@ -130,7 +139,9 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
                     )
                     continue
                 monotonic = bool(getattr(data, "is_monotonic", kind != GAUGE))
-                prefix = series_prefix(metric.name, resource_bytes)
+                prefix = series_prefix(name, resource_bytes)
+                unit = strip_nul(metric.unit)[:64]
+                description = strip_nul(metric.description)[:1000]
                 for pi, data_point in enumerate(data_points):
                     if data_point.flags & _NO_RECORDED_VALUE:
                         continue
@@ -139,9 +150,9 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
                     except PointRejected as exc:
                         rejections.append(f"{where} point {pi}: {exc}")
                         continue
-                    point.name = metric.name
-                    point.unit = metric.unit
-                    point.description = metric.description
+                    point.name = name
+                    point.unit = unit
+                    point.description = description
                     point.resource = resource
                     point.scope_name = scope_name
                     point.temporality = temporality if kind != GAUGE else 0
@@ -192,7 +203,9 @@ def _point(kind: str, data_point: Any, limits: PointLimits) -> MetricPoint:
     time_ns = data_point.time_unix_nano
     start_ns = data_point.start_time_unix_nano
     _check_times(time_ns, start_ns, limits)
-    attributes = _pb_attributes(data_point.attributes)
+    attributes = cap_attributes(
+        _pb_attributes(data_point.attributes), limits.max_attribute_chars, limits.max_attributes_chars
+    )
     point = MetricPoint(name="", kind=kind, unit="", resource={}, attributes=attributes, time_ns=time_ns)
     point.start_ns = start_ns
     if kind in (GAUGE, SUM):

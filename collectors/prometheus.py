@@ -26,6 +26,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from collectors.capping import cap_attributes
 from collectors.metric_records import (
     GAUGE,
     HISTOGRAM,
@@ -120,7 +121,8 @@ class ScrapeResult:
 
 
 def _vllm_attributes(labels: dict[str, str]) -> dict[str, Any]:
-    return dict(labels)
+    # Label values are the server's own; NUL would still fail the store, and size is bounded.
+    return cap_attributes(dict(labels), 1024, 16384)
 
 
 def _dcgm_attributes(labels: dict[str, str]) -> dict[str, Any]:

@@ -29,6 +29,8 @@ def point_limits(now_ns: int | None = None) -> PointLimits:
         max_future_ns=settings.METRIC_MAX_FUTURE_SECONDS * 10**9,
         # A day of slack inside retention: a point in a partition about to be dropped is lost anyway.
         oldest_ns=now_ns - (settings.METRIC_RETENTION_DAYS - 1) * 86_400 * 10**9,
+        max_attribute_chars=settings.SPAN_ATTRIBUTE_MAX_CHARS,
+        max_attributes_chars=settings.SPAN_ATTRIBUTES_MAX_CHARS,
     )
 
 

@@ -302,3 +302,18 @@ def test_cumulative_exponential_histogram_from_the_sdk_across_exports(client: Cl
     assert (early.interval_count, late.interval_count) == (3, 2)
     assert sum(late.interval_buckets) == 2
     assert late.interval_sum == pytest.approx(900.55)
+
+
+def test_nul_characters_and_huge_attributes_do_not_fail_the_batch(client: Client, ingest_key: str) -> None:
+    t = now_ns()
+    body = request_of(
+        [gauge("hw.po\x00wer", [(t, 5.0)], {"hw.id": "GPU-\x00-1", "note": "x" * 5000}), gauge("ok", [(t, 1.0)])],
+        resource={"host.name": "node\x00-1"},
+    )
+    response = accepted(post(client, body, ingest_key))
+    assert response.partial_success.rejected_data_points == 0
+    series = MetricSeries.objects.get(name="hw.power")
+    assert series.attributes["hw.id"] == "GPU--1"
+    assert len(series.attributes["note"]) <= 1024
+    assert series.resource["host.name"] == "node-1"
+    assert points_of("ok")[0].value == 1.0
