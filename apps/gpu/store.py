@@ -26,7 +26,7 @@ from django.db import connection, transaction
 
 from apps.gpu.partitions import METRIC_POINTS
 from collectors.counters import fill_interval
-from collectors.metric_records import MetricPoint
+from collectors.metric_records import GAUGE, SUM, MetricPoint
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -58,6 +58,11 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 _COLUMN_LIST = ", ".join(name for name, _ in COLUMNS)
 _TYPES = [pg_type for _, pg_type in COLUMNS]
+# Gauges and sums (most points) are COPYed with only the columns they fill: a third of the
+# per-row encoding work of a full row; the rest default to NULL.
+_NUMBER_COLUMNS = COLUMNS[:6]
+_NUMBER_COLUMN_LIST = ", ".join(name for name, _ in _NUMBER_COLUMNS)
+_NUMBER_TYPES = [pg_type for _, pg_type in _NUMBER_COLUMNS]
 _INTERVAL_FIELDS = ("increase", "interval_count", "interval_sum", "interval_buckets", "interval_zero_count",
                     "interval_negative")  # fmt: skip
 
@@ -103,6 +108,17 @@ def _row(project_id: int, p: MetricPoint) -> tuple[Any, ...]:
         p.interval_buckets,
         p.interval_zero_count,
         p.interval_negative,
+    )
+
+
+def _number_row(project_id: int, p: MetricPoint) -> tuple[Any, ...]:
+    return (
+        project_id,
+        p.series_id,
+        ns_to_datetime(p.time_ns),
+        ns_to_datetime(p.start_ns) if p.start_ns else None,
+        p.value,
+        p.increase,
     )
 
 
@@ -317,10 +333,18 @@ def insert_points(project_id: int, points: Sequence[MetricPoint]) -> int:
             "CREATE TEMP TABLE IF NOT EXISTS metric_point_incoming "
             "(LIKE gpu_metric_point INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        with cur.copy(f"COPY metric_point_incoming ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(_TYPES)
-            for p in points:
-                copy.write_row(_row(project_id, p))
+        numbers = [p for p in points if p.kind in (GAUGE, SUM)]
+        histograms = [p for p in points if p.kind not in (GAUGE, SUM)]
+        if numbers:
+            with cur.copy(f"COPY metric_point_incoming ({_NUMBER_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_NUMBER_TYPES)
+                for p in numbers:
+                    copy.write_row(_number_row(project_id, p))
+        if histograms:
+            with cur.copy(f"COPY metric_point_incoming ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_TYPES)
+                for p in histograms:
+                    copy.write_row(_row(project_id, p))
         cur.execute(
             f"""
             WITH inserted AS (
