@@ -5,8 +5,10 @@ Both decoders return the points they could keep plus one message per point they 
 read as an ExportMetricsServiceRequest at all raises PayloadError.
 
 OTLP/JSON goes through protobuf's own JSON mapping (`json_format`) into the same message,
-then the same walk: one set of checks for both encodings. Exemplars are not kept, so their
-hex ids (OTLP/JSON's exception to the base64 rule) never need decoding.
+then the same walk: one set of checks for both encodings. Exemplars are not kept; their hex
+ids (OTLP/JSON's exception to the base64 rule) are 16 or 32 hex digits, which parse as
+base64 without error and are dropped. A JSON value the schema cannot hold (a negative count
+for a uint64 field) fails the parse, so that body is a 400 rather than one rejected point.
 """
 
 from __future__ import annotations
