@@ -19,6 +19,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 ROLLUP_SWEEP_EVERY = timedelta(seconds=15)
+SCRAPE_SWEEP_EVERY = timedelta(seconds=5)
 
 # Beat only triggers; each task is idempotent and decides itself what is due. Minutes are
 # staggered so the hourly jobs do not start together; `expires` drops a trigger that sat in
@@ -28,6 +29,19 @@ app.conf.beat_schedule = {
         "task": "telemetry.maintain_partitions",
         "schedule": crontab(minute=7),
         "options": {"expires": 50 * 60},
+    },
+    "metric partitions: create ahead, drop past retention (hourly)": {
+        "task": "gpu.maintain_partitions",
+        "schedule": crontab(minute=9),
+        "options": {"expires": 50 * 60},
+    },
+    # Each ScrapeTarget has its own interval and next_scrape_at; the sweep only claims the due
+    # ones, so it runs more often than any target's interval. A sweep still queued after two
+    # periods is dropped: the next one claims the same targets.
+    "gpu: scrape due vLLM / DCGM /metrics endpoints (every 5 s)": {
+        "task": "gpu.scrape_endpoints",
+        "schedule": SCRAPE_SWEEP_EVERY,
+        "options": {"expires": 2 * SCRAPE_SWEEP_EVERY.total_seconds()},
     },
     # Ingest notes the hours that gained spans (DirtyHour); the sweep recomputes them, so the
     # pages lag the receiver by about this period. A trigger still queued after two periods

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "apps.dashboard",
     "apps.api",
     "apps.insights",
+    "apps.gpu",
 ]
 
 MIDDLEWARE = [
@@ -108,6 +109,7 @@ CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_TASK_DEFAULT_QUEUE = "default"  # a task without a route; every worker set consumes it
 CELERY_TASK_ROUTES = {
     "telemetry.*": {"queue": "ingest"},  # span partition maintenance, beside ingest
+    "gpu.*": {"queue": "ingest"},  # scraping /metrics and metric partitions: ingest-side work
     "rollups.*": {"queue": "rollups"},
     "alerts.*": {"queue": "alerts"},
     "reports.*": {"queue": "email"},
@@ -194,6 +196,27 @@ FEATURE_ATTRIBUTE_KEYS = env_list(
 FEATURE_FALLBACK_ATTRIBUTE = env_str("FEATURE_FALLBACK_ATTRIBUTE", "service.name")
 # The self-hosted serving tier: provider name and model for vLLM spans that carry none.
 VLLM_SERVED_MODEL = env_str("VLLM_SERVED_MODEL", "")
+
+# GPU tier: OTLP metrics (HTTP /v1/metrics and gRPC), vLLM / DCGM scraping, GPU sampler.
+# Metric points older than this many days are rejected; their daily partitions are dropped.
+METRIC_RETENTION_DAYS = env_int("METRIC_RETENTION_DAYS", 30, minimum=2)
+METRIC_PARTITIONS_AHEAD_DAYS = env_int("METRIC_PARTITIONS_AHEAD_DAYS", 3, minimum=1)
+# Points further than this in the future are rejected as absurd (a clock far off).
+METRIC_MAX_FUTURE_SECONDS = env_int("METRIC_MAX_FUTURE_SECONDS", 600, minimum=0)
+# How far back the baseline of a cumulative series is looked for; a series silent for longer
+# starts over (its next point is counted from its own start time, or is a new baseline).
+METRIC_BASELINE_LOOKBACK_DAYS = env_int("METRIC_BASELINE_LOOKBACK_DAYS", 7, minimum=1)
+# The OTLP/gRPC receiver (python manage.py otlp_grpc): port, worker threads, and the largest
+# message it accepts (decompressed; a larger one is RESOURCE_EXHAUSTED).
+OTLP_GRPC_PORT = env_int("OTLP_GRPC_PORT", 4317, minimum=1)
+OTLP_GRPC_THREADS = env_int("OTLP_GRPC_THREADS", 8, minimum=1)
+OTLP_GRPC_MAX_MESSAGE_BYTES = env_int("OTLP_GRPC_MAX_MESSAGE_BYTES", INGEST_MAX_DECOMPRESSED_BYTES, minimum=1024)
+# Scraping Prometheus endpoints (ScrapeTarget rows): per-request timeout and body cap, the
+# longest back-off of a failing target, and how many targets one sweep claims.
+SCRAPE_TIMEOUT_SECONDS = env_int("SCRAPE_TIMEOUT_SECONDS", 5, minimum=1)
+SCRAPE_MAX_BYTES = env_int("SCRAPE_MAX_BYTES", 16 * 1024 * 1024, minimum=1024)
+SCRAPE_MAX_BACKOFF_SECONDS = env_int("SCRAPE_MAX_BACKOFF_SECONDS", 15 * 60, minimum=1)
+SCRAPE_TARGETS_PER_SWEEP = env_int("SCRAPE_TARGETS_PER_SWEEP", 50, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -8,5 +8,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include("apps.api.urls")),
     path("", include("apps.telemetry.urls")),
+    path("", include("apps.gpu.urls")),
     path("", include("apps.dashboard.urls")),
 ]
