@@ -33,9 +33,8 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from apps.gpu.ingest import ingest_points, point_limits
-from apps.gpu.views import rejection_message
 from apps.telemetry.ingest import ingest_spans
-from apps.telemetry.views import Caller, Rejection, authenticate
+from apps.telemetry.views import Caller, Rejection, authenticate, rejection_message
 from collectors.otlp import decode_traces_protobuf
 from collectors.otlp_metrics import decode_metrics_protobuf
 from collectors.records import PayloadError

@@ -1,42 +1,30 @@
 """POST /v1/metrics: the OTLP/HTTP metrics receiver.
 
-Same checks, limits and answers as POST /v1/traces, by reusing its functions: method,
-credentials (a header, before any body is read), media type, declared size, the body read and
-decompressed with caps, then the points. 2xx only after the batch has committed; points that
-cannot be kept are counted in partial_success.rejected_data_points and the rest are stored.
+The trace receiver's pipeline (apps.telemetry.views.receive) with the metrics signal: the
+same method, credential, media type and size checks, error answers and log lines. 2xx only
+after the batch has committed; points that cannot be kept are counted in
+partial_success.rejected_data_points and the rest are stored. Metric points are not counted
+against a key's span rate limit.
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 import orjson
-from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
 from apps.gpu.ingest import decoder_for, ingest_points, point_limits
-from apps.telemetry.views import (
-    JSON,
-    PROTOBUF,
-    Rejection,
-    _error_response,
-    _media_type,
-    _unavailable,
-    authenticate,
-    read_body,
-)
-from collectors.records import PayloadError
-
-log = logging.getLogger("observatory.ingest")
+from apps.telemetry.views import JSON, PROTOBUF, Signal, receive, rejection_message
 
 
-def rejection_message(rejected: list[str]) -> str:
-    return "; ".join(rejected[:20]) + (f"; and {len(rejected) - 20} more" if len(rejected) > 20 else "")
+def _decode_metrics(body: bytes, media_type: str) -> tuple[list[Any], list[str]]:
+    return decoder_for(media_type)(body, point_limits())
 
 
-def _success_response(rejected: list[str], media_type: str) -> HttpResponse:
+def _metrics_success(rejected: list[str], media_type: str) -> HttpResponse:
     if media_type == PROTOBUF:
         response_pb = metrics_service_pb2.ExportMetricsServiceResponse()
         if rejected:
@@ -49,44 +37,11 @@ def _success_response(rejected: list[str], media_type: str) -> HttpResponse:
     return HttpResponse(orjson.dumps(payload), content_type=JSON)
 
 
+METRICS = Signal(
+    items="data points", decode=_decode_metrics, ingest=ingest_points, success=_metrics_success, rate_limited=False
+)
+
+
 @csrf_exempt
 def receive_metrics(request: HttpRequest) -> HttpResponse:
-    media_type = _media_type(request)
-    remote = request.META.get("REMOTE_ADDR", "?")
-    try:
-        if request.method != "POST":
-            raise Rejection(405, "use POST")
-        try:
-            caller = authenticate(request)
-        except (OperationalError, InterfaceError) as exc:
-            raise _unavailable(exc) from None
-        if media_type not in (PROTOBUF, JSON):
-            raise Rejection(415, f"unsupported Content-Type {media_type or '(none)'!r}: send {PROTOBUF} or {JSON}")
-        body = read_body(request)
-        try:
-            points, rejected = decoder_for(media_type)(body, point_limits())
-        except PayloadError as exc:
-            raise Rejection(400, str(exc)) from None
-        try:
-            result = ingest_points(caller.project_id, points, rejected)
-        except (OperationalError, InterfaceError) as exc:
-            raise _unavailable(exc) from None
-        except DatabaseError as exc:
-            log.warning(
-                "metrics rejected batch from %s key=%s: database refused it: %s", remote, caller.key_prefix, exc
-            )
-            raise Rejection(400, f"batch refused by the store: {str(exc).splitlines()[0]}") from None
-    except Rejection as exc:
-        response = _error_response(exc, media_type)
-        if exc.status != 503:
-            log.warning("metrics rejected %s from %s: %s", exc.status, remote, exc.message)
-        return response
-    if result.rejected:
-        log.warning(
-            "metrics partial success key=%s: kept %d, rejected %d: %s",
-            caller.key_prefix,
-            result.accepted,
-            len(result.rejected),
-            "; ".join(result.rejected[:5]),
-        )
-    return _success_response(result.rejected, media_type)
+    return receive(request, METRICS)

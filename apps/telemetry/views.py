@@ -1,4 +1,5 @@
-"""POST /v1/traces: the OTLP/HTTP trace receiver.
+"""POST /v1/traces: the OTLP/HTTP trace receiver, and the pipeline every OTLP/HTTP signal shares
+(`receive`: /v1/metrics in apps/gpu uses it too).
 
 Order of checks follows the cost of each: method, credentials (a header, before any body
 is read), the key's rate limit, media type, declared size, then the body itself, read with
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
@@ -175,17 +178,21 @@ def gunzip(body: bytes, cap: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _success_response(rejected: list[str], media_type: str) -> HttpResponse:
-    message = "; ".join(rejected[:20]) + (f"; and {len(rejected) - 20} more" if len(rejected) > 20 else "")
+def rejection_message(rejected: list[str]) -> str:
+    """The first reasons of a partial success, for OTLP's error_message."""
+    return "; ".join(rejected[:20]) + (f"; and {len(rejected) - 20} more" if len(rejected) > 20 else "")
+
+
+def _trace_success(rejected: list[str], media_type: str) -> HttpResponse:
     if media_type == PROTOBUF:
         response_pb = trace_service_pb2.ExportTraceServiceResponse()
         if rejected:
             response_pb.partial_success.rejected_spans = len(rejected)
-            response_pb.partial_success.error_message = message
+            response_pb.partial_success.error_message = rejection_message(rejected)
         return HttpResponse(response_pb.SerializeToString(), content_type=PROTOBUF)
     payload: dict[str, object] = {}
     if rejected:
-        payload["partialSuccess"] = {"rejectedSpans": len(rejected), "errorMessage": message}
+        payload["partialSuccess"] = {"rejectedSpans": len(rejected), "errorMessage": rejection_message(rejected)}
     return HttpResponse(orjson.dumps(payload), content_type=JSON)
 
 
@@ -228,8 +235,35 @@ def _check_media_type(media_type: str, charset: str) -> None:
         raise Rejection(415, f"unsupported charset {charset[:40]!r}: OTLP/JSON must be utf-8", reason="charset")
 
 
-@csrf_exempt
-def receive_traces(request: HttpRequest) -> HttpResponse:
+class Ingested(Protocol):
+    accepted: int
+    rejected: list[str]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One OTLP signal over HTTP: how its body is decoded, stored and answered. Everything
+    else (method, key, rate limit, media type, size caps, error answers, log lines) is the
+    same for every signal: `receive`."""
+
+    items: str  # what the batch holds, for messages: "spans", "data points"
+    decode: Callable[[bytes, str], tuple[list[Any], list[str]]]  # (body, media type)
+    ingest: Callable[[int, list[Any], list[str]], Ingested]  # (project, items, rejected)
+    success: Callable[[list[str], str], HttpResponse]  # (rejected, media type)
+    # Counted against the key's rate limit (INGEST_RATE_LIMIT_SPANS_PER_S is about spans;
+    # metric points arrive at a steady rate set by their exporters' intervals).
+    rate_limited: bool = True
+
+
+def _decode_traces(body: bytes, media_type: str) -> tuple[list[Any], list[str]]:
+    spans, rejected = decode_traces_protobuf(body) if media_type == PROTOBUF else decode_traces_json(body)
+    return list(spans), rejected
+
+
+TRACES = Signal(items="spans", decode=_decode_traces, ingest=ingest_spans, success=_trace_success)
+
+
+def receive(request: HttpRequest, signal: Signal) -> HttpResponse:
     media_type, charset = _content_type(request)
     remote = request.META.get("REMOTE_ADDR", "?")
     try:
@@ -239,7 +273,7 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
             caller = authenticate(request)
         except (OperationalError, InterfaceError) as exc:
             raise _unavailable(exc) from None
-        limit = ratelimit.span_rate_limit()
+        limit = ratelimit.span_rate_limit() if signal.rate_limited else None
         if limit is not None:
             # A key already over its limit is turned away before its body is read.
             verdict = limit.has_room(caller.key_ref)
@@ -248,20 +282,20 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
         _check_media_type(media_type, charset)
         body = read_body(request)
         try:
-            raw_spans, rejected = decode_traces_protobuf(body) if media_type == PROTOBUF else decode_traces_json(body)
+            items, rejected = signal.decode(body, media_type)
         except PayloadError as exc:
             raise Rejection(400, str(exc), reason="bad-payload") from None
-        if limit is not None and raw_spans:
-            if len(raw_spans) > limit.burst:
+        if limit is not None and items:
+            if len(items) > limit.burst:
                 raise Rejection(
-                    413, f"batch of {len(raw_spans)} spans exceeds the rate limit's burst of {limit.burst} spans: "
+                    413, f"batch of {len(items)} {signal.items} exceeds the rate limit's burst of {limit.burst}: "
                     "send smaller batches", reason="batch-over-burst",
                 )  # fmt: skip
-            verdict = limit.take(caller.key_ref, len(raw_spans))
+            verdict = limit.take(caller.key_ref, len(items))
             if not verdict.allowed:
                 raise _rate_limited(verdict.retry_after)
         try:
-            result = ingest_spans(caller.project_id, raw_spans, rejected)
+            result = signal.ingest(caller.project_id, items, rejected)
         except (OperationalError, InterfaceError) as exc:
             raise _unavailable(exc) from None
         except DatabaseError as exc:
@@ -286,10 +320,16 @@ def receive_traces(request: HttpRequest) -> HttpResponse:
     if result.rejected:
         _throttled.warning(
             ("partial", caller.key_prefix),
-            "ingest partial success key=%s: kept %d, rejected %d: %s",
+            "ingest partial success key=%s: kept %d %s, rejected %d: %s",
             caller.key_prefix,
             result.accepted,
+            signal.items,
             len(result.rejected),
             _loggable("; ".join(reason[:200] for reason in result.rejected[:5])),
         )
-    return _success_response(result.rejected, media_type)
+    return signal.success(result.rejected, media_type)
+
+
+@csrf_exempt
+def receive_traces(request: HttpRequest) -> HttpResponse:
+    return receive(request, TRACES)
