@@ -24,8 +24,9 @@ COMPOSE_ONLY_VARIABLES = {"POSTGRES_PASSWORD"}
 
 # ${NAME}, ${NAME:-default}, ${NAME:?error} and the like.
 COMPOSE_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
-# env_str("NAME", ...), including a call whose arguments start on the next line.
-SETTINGS_VARIABLE = re.compile(r"\benv_(?:str|bool|int|list)\(\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']")
+# env_str("NAME", ...) and every other observatory.env reader (env_proxy_ssl_header,
+# production_secret_key), including a call whose arguments start on the next line.
+SETTINGS_VARIABLE = re.compile(r"\b(?:env_[a-z_]+|production_secret_key)\(\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']")
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,23 @@ def test_settings_variables_are_documented_with_a_comment() -> None:
     assert not missing, f"settings.py reads variables .env.example does not list: {missing}"
     uncommented = sorted(name for name in read if documented[name] is None)
     assert not uncommented, f".env.example lists these without a comment line directly above: {uncommented}"
+
+
+def test_app_services_run_in_production_and_require_their_secrets(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    shared = compose["x-app"]["environment"]
+    # ${NAME:?message}: compose refuses to start without the value instead of starting a
+    # process that settings.py would refuse anyway, one service at a time.
+    for variable in ("SECRET_KEY", "ALLOWED_HOSTS"):
+        assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", shared[variable]), f"{variable}: {shared[variable]}"
+    for name in APP_SERVICES:
+        assert services[name]["environment"].get("PRODUCTION") == "true", f"{name} does not run with PRODUCTION=true"
+
+
+def test_only_the_collector_skips_the_https_redirect(services: dict[str, dict[str, Any]]) -> None:
+    # OTLP exporters post over plain HTTP: a redirect would drop every batch. People reach the
+    # dashboard through the TLS proxy, where the redirect belongs.
+    assert services["collector"]["environment"]["SECURE_SSL_REDIRECT"] == "false"
+    for name in APP_SERVICES - {"collector"}:
+        assert "SECURE_SSL_REDIRECT" not in services[name]["environment"], name
