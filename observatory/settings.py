@@ -38,8 +38,9 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # (without it the SSL redirect would loop). Trust it only behind a proxy that overwrites it.
 SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto" if PRODUCTION else "")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
-# Load balancers probe health over plain HTTP; a redirect would read as "down".
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Never redirected: load balancers probe health over plain HTTP (a redirect reads as "down"),
+# and an OTLP exporter's POST cannot follow one (its body and key were already sent anyway).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^v1/"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)

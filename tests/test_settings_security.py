@@ -165,6 +165,20 @@ def test_proxy_header_reader(monkeypatch: pytest.MonkeyPatch) -> None:
         env_proxy_ssl_header("OBS_TEST_HEADER", "")
 
 
+def test_ssl_redirect_spares_the_receiver_and_health_checks(settings: Any, db: None) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+    client = Client()
+    login_page = client.get("/accounts/login/")
+    assert login_page.status_code == 301 and login_page["Location"] == "https://testserver/accounts/login/"
+    # An exporter's POST is answered (here: 401, no key), never redirected.
+    receiver = client.post("/v1/traces", b"", content_type="application/x-protobuf")
+    assert receiver.status_code == 401
+    assert client.get("/healthz").status_code == 200
+    # Behind the proxy, the same page is served (the proxy's header says the request was HTTPS).
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert Client().get("/accounts/login/", headers={"X-Forwarded-Proto": "https"}).status_code == 200
+
+
 # Content-Security-Policy
 
 
