@@ -38,9 +38,9 @@ SECURITY_SETTINGS = [
 
 
 def clean_environment(**variables: str) -> dict[str, str]:
-    """This process's environment without any Observatory setting, plus `variables`."""
-    settings_names = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
-    kept = {name: value for name, value in os.environ.items() if name not in settings_names}
+    """A bare environment (no setting of this test run leaks in, such as the browser tests'
+    DJANGO_ALLOW_ASYNC_UNSAFE, which check --deploy rightly reports), plus `variables`."""
+    kept = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ}
     return {**kept, "DATABASE_URL": SOME_DATABASE, "REDIS_URL": "redis://127.0.0.1:6379/0", **variables}
 
 
