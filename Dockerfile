@@ -11,6 +11,7 @@ COPY . .
 # collectstatic reads no database.
 RUN SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
     DATABASE_URL=postgres://build@localhost/build python manage.py collectstatic --noinput
+# No process writes to /app (beat's schedule file goes to /tmp, docker-compose.yml).
 RUN useradd --system --no-create-home observatory
 USER observatory
 EXPOSE 8000 4318
