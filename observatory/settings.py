@@ -50,9 +50,10 @@ CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
 # browser tests see what production serves. Scripts run only from this origin or with the
 # per-response nonce (base.html's theme snippet, and each Plotly figure's inline call, see
 # observatory/csp.py); plotly.js is served locally. Styles allow 'unsafe-inline': plotly.js
-# injects <style> rules and sets style attributes while drawing, and refuses to render
-# hover labels and the mode bar without them; scripts, the part an injection could use to
-# act, stay strict.
+# adds <style> rules and inline styles while it draws, which Chromium refuses under a strict
+# style-src (it logs "Cannot addRelatedStyleRule, probably due to strict CSP" and the
+# refusals), and Plotly's figure HTML carries style attributes. Scripts, the part an
+# injection could use to act, stay strict.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
