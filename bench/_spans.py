@@ -290,10 +290,12 @@ def _call(writer: _Writer, rng: random.Random, rates: dict[tuple[str, str], _Rat
     duration_ms = rng.lognormvariate(math.log(median_ms), 0.6)
     if error:
         duration_ms *= rng.uniform(0.05, 0.5)
-    input_tokens: int | None = int(rng.lognormvariate(7, 0.8)) + 1
-    output_tokens: int | None = int(rng.lognormvariate(5, 0.7)) + 1
-    cache_read = int(input_tokens * rng.uniform(0.3, 0.9)) if rng.random() < 0.4 else 0
-    reasoning = int(output_tokens * 0.5) if request_model.startswith("o4") else None
+    prompt_tokens = int(rng.lognormvariate(7, 0.8)) + 1
+    completion_tokens = int(rng.lognormvariate(5, 0.7)) + 1
+    cache_read = int(prompt_tokens * rng.uniform(0.3, 0.9)) if rng.random() < 0.4 else 0
+    reasoning = int(completion_tokens * 0.5) if request_model.startswith("o4") else None
+    input_tokens: int | None = prompt_tokens
+    output_tokens: int | None = completion_tokens
     ttft_ms = round(duration_ms * rng.uniform(0.1, 0.4), 3) if streaming and not error else None
     if streaming and rng.random() < 0.03:
         input_tokens = output_tokens = None  # a stream without usage

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue  # noqa: E402
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
 
 from bench._db import bench_database  # noqa: E402
@@ -85,7 +85,7 @@ def make_batch(rng: random.Random, spans: int, now_ns: int) -> bytes:
         )  # fmt: skip
         llm.attributes.append(
             KeyValue(key="gen_ai.response.finish_reasons",
-                     value=AnyValue(array_value={"values": [AnyValue(string_value="stop")]}))
+                     value=AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="stop")])))
         )  # fmt: skip
         llm.status.CopyFrom(Status(code=Status.STATUS_CODE_OK))
     return request.SerializeToString()
@@ -139,7 +139,7 @@ def main() -> None:
         for body in warm:
             _post(port, key, body)
         with psycopg.connect(bench_url) as conn:
-            stored_before = conn.execute("SELECT count(*) FROM telemetry_span").fetchone()[0]
+            stored_before = _stored_spans(conn)
 
         peak_rss = 0
         sampling = True
@@ -187,7 +187,7 @@ def main() -> None:
         server.wait(timeout=30)
 
     with psycopg.connect(bench_url) as conn:
-        stored = conn.execute("SELECT count(*) FROM telemetry_span").fetchone()[0] - stored_before
+        stored = _stored_spans(conn) - stored_before
     if failures:
         print(f"{len(failures)} failed requests, first: {failures[0]}")
     print(f"machine: {os.cpu_count()} cores; receiver: gunicorn {args.workers} workers x {args.threads} threads")
@@ -198,6 +198,12 @@ def main() -> None:
         print("ERROR: stored count differs from sent count")
         sys.exit(1)
     print(f"spans_per_s={total_spans / elapsed:.0f}")
+
+
+def _stored_spans(conn: psycopg.Connection[tuple[int]]) -> int:
+    row = conn.execute("SELECT count(*) FROM telemetry_span").fetchone()
+    assert row is not None  # count(*) always answers one row
+    return int(row[0])
 
 
 def _post(port: int, key: str, body: bytes, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:

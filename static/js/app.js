@@ -9,6 +9,11 @@
       localStorage.setItem("obs-theme", root.dataset.theme);
     });
   }
+  // Controls marked data-autosubmit submit their form when changed (an inline onchange
+  // handler would be refused by the Content-Security-Policy).
+  document.querySelectorAll("[data-autosubmit]").forEach(function (control) {
+    control.addEventListener("change", function () { control.form.submit(); });
+  });
   // Custom range inputs submit the filter form when both ends are set.
   document.querySelectorAll("form.filters input[type=datetime-local]").forEach(function (input) {
     input.addEventListener("change", function () {

@@ -37,6 +37,16 @@ CHROMIUM_ARGS = [
 PASSWORD = "browser-test-pw-1"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """pytest-django creates the test database only when a collected test asks for it; these
+    tests reach it through the live server, so a browser module run alone found no tables.
+    Marked, each test runs in a transaction of its own connection that is rolled back, which
+    leaves the module's committed demo data alone."""
+    for item in items:
+        if "demo_site" in item.fixturenames and not item.get_closest_marker("django_db"):
+            item.add_marker(pytest.mark.django_db)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():

@@ -6,6 +6,8 @@ task, and on demand by the receiver for late or backfilled spans).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.db import migrations
 
 CREATE = """
@@ -78,5 +80,5 @@ DROP = "DROP TABLE IF EXISTS telemetry_span CASCADE;"
 
 class Migration(migrations.Migration):
     initial = True
-    dependencies: list[tuple[str, str]] = []
+    dependencies: ClassVar[list[tuple[str, str]]] = []
     operations = [migrations.RunSQL(CREATE, DROP)]
