@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from typing import Any  # noqa: E402
+
 import psycopg  # noqa: E402
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
@@ -86,6 +88,12 @@ def make_batch(exporter: int, round_index: int, series: int, sums: float, histog
             bucket_counts=buckets, explicit_bounds=BOUNDS, attributes=[_kv("gen_ai.request.model", f"model-{index}")],
         )  # fmt: skip
     return request.SerializeToString()
+
+
+def _count(conn: psycopg.Connection[Any], sql: str) -> int:
+    row = conn.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _free_port() -> int:
@@ -153,7 +161,7 @@ def main() -> None:
             assert status == 200, text
         warm.close()
         with psycopg.connect(bench_url) as conn:
-            stored_before = conn.execute("SELECT count(*) FROM gpu_metric_point").fetchone()[0]
+            stored_before = _count(conn, "SELECT count(*) FROM gpu_metric_point")
 
         # Round-major order: an exporter's rounds go out in time order, as a real one's do.
         queue = list(reversed(timed))
@@ -183,12 +191,13 @@ def main() -> None:
         server.wait(timeout=30)
 
     with psycopg.connect(bench_url) as conn:
-        stored = conn.execute("SELECT count(*) FROM gpu_metric_point").fetchone()[0] - stored_before
-        wrong = conn.execute(
+        stored = _count(conn, "SELECT count(*) FROM gpu_metric_point") - stored_before
+        wrong = _count(
+            conn,
             "SELECT count(*) FROM gpu_metric_point p JOIN gpu_metric_series s USING (project_id, series_id) "
             "WHERE s.kind = 'sum' AND p.time > (SELECT min(time) FROM gpu_metric_point) + interval '1 second' "
-            "AND p.increase <> 1000"
-        ).fetchone()[0]
+            "AND p.increase <> 1000",
+        )
     if failures:
         print(f"{len(failures)} failed requests, first: {failures[0]}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "

@@ -32,7 +32,7 @@ class Project(models.Model):
         return self.name
 
 
-class SecretKeyQuerySet(models.QuerySet):  # type: ignore[type-arg]
+class SecretKeyQuerySet(models.QuerySet):
     def active(self) -> SecretKeyQuerySet:
         return self.filter(revoked_at__isnull=True)
 

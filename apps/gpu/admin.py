@@ -6,7 +6,7 @@ from apps.gpu.models import ScrapeTarget
 
 
 @admin.register(ScrapeTarget)
-class ScrapeTargetAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ScrapeTargetAdmin(admin.ModelAdmin):
     list_display = ("url", "kind", "project", "enabled", "interval_seconds", "last_success_at",
                     "consecutive_failures", "last_error", "next_scrape_at")  # fmt: skip
     list_filter = ("kind", "enabled", "project")
