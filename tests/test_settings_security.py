@@ -187,7 +187,8 @@ def policy(header: str) -> dict[str, list[str]]:
     return {name: sources for name, *sources in directives}
 
 
-def test_pages_carry_a_policy_whose_nonce_their_inline_script_holds(client: Client) -> None:
+def test_pages_carry_a_policy_whose_nonce_their_inline_script_holds(client: Client, db: None) -> None:
+    # db: the statement-timeout middleware sets its limit on the connection of every page request.
     response = client.get("/accounts/login/")
     assert response.status_code == 200
     csp = policy(response["Content-Security-Policy"])
