@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench._db import bench_database  # noqa: E402
 
-DATABASE = "observatory_bench_query"
+# BENCH_QUERY_DATABASE names another (engineers sharing one server each keep their own).
+DATABASE = os.environ.get("BENCH_QUERY_DATABASE", "observatory_bench_query")
 DAYS = 30
 RUNS = 5
 

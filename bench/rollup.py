@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench._db import bench_database  # noqa: E402
 
-DATABASE = "observatory_bench_rollup"
+# BENCH_ROLLUP_DATABASE names another (engineers sharing one server each keep their own).
+DATABASE = os.environ.get("BENCH_ROLLUP_DATABASE", "observatory_bench_rollup")
 # Sums that change if any rollup row does (a cheap fingerprint of the whole table).
 _CHECKSUM = (
     "sum(requests), sum(tasks), sum(errors), sum(input_tokens), sum(cost_usd), sum(cache_savings_usd), "

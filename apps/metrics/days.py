@@ -1,94 +1,37 @@
-"""Whole closed days, read once and kept in this process: their sums and merged distributions.
+"""Whole closed days read from their day rows (RollupDay), the rest of the rollup hours by the hour.
 
 A 30-day page asks a dozen questions of the same 720 hours: read hour by hour, each one adds
 up thousands of rollup rows, and the distributions alone are ~300k (index, count) pairs per
-question at 10M spans a month. The rows of a closed day change only when the rollup runner
-replaces them, so each question's answer for a whole day (per query shape: grouping set,
-filters, group-by) is kept under the version of that day's rows: models.DayChange, which
-triggers on the rollup table write in the same transaction as any change to the rows. The
-versions are read with every query, in its snapshot (an Index Only Scan of a few rows a
-day), so a kept day is used only while its rows are exactly those it was read from; a
-changed day is read again.
+question at 10M spans a month. A closed day's hour rows are added up once into its day rows
+(apps/rollups/day_rows.py), so a whole day costs a row per group, in any process: a fresh
+web or Celery worker is as fast as one that has served before (nothing is kept here).
 
-Kept per (project, day, shape):
-- "sums": every SUM_COLUMNS sum per group-by value, whatever the query asked (the next
-  question of the page asks for other columns of the same rows); "sums+errors" adds the
-  errors_by_type breakdown;
-- one merged distribution per group-by value, per distribution asked for.
-
-Only days whose 24 hours all come from rollups are kept: hours read raw (edges, noted hours)
-are never part of an entry, and hourly charts read hourly rows as before.
+A day is read from its day rows ("kept", below) when all its 24 hours are closed rollup hours
+of the plan (no noted hour: those are read raw) and its day rows are current: no DayChange
+note, read in the query's snapshot (an Index Only Scan of a few rows). A day whose hour rows
+changed since its day rows were built is read by the hour, exactly as before: a stale day
+row is never served. Hourly charts read hourly rows.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection
-
 from apps.metrics import reads, sql
 from apps.metrics.catalog import SUM_COLUMNS
 from apps.metrics.merge import merge_distributions
 from apps.metrics.plan import ReadPlan
-from apps.rollups.models import DISTRIBUTIONS
+from apps.rollups.day_rows import stale_days
 
 DAY = timedelta(days=1)
-# What the kept days may hold, in (index, count) pairs (16 bytes each; a group's sums count
-# as SUMS_WEIGHT): ~32 MB a process. A 30-day overview keeps ~40k pairs.
-MAX_PAIRS = 2_000_000
-SUMS_WEIGHT = len(SUM_COLUMNS)
 SUM_NAMES = tuple(SUM_COLUMNS)
 
 DayKey = tuple[int, datetime]  # (project, UTC midnight)
-Shape = tuple[int, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]
-Version = tuple[int, ...]
 # Per group-by values: (sums in SUM_NAMES order, errors_by_type or None), or a distribution.
 Part = dict[tuple[Any, ...], Any]
-
-
-class _Cache:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        # (project, day, shape, part) -> (version, part, its size)
-        self.entries: OrderedDict[tuple[int, datetime, Shape, str], tuple[Version, Part, int]] = OrderedDict()
-        self.pairs = 0
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: tuple[int, datetime, Shape, str], version: Version) -> Part | None:
-        with self.lock:
-            entry = self.entries.get(key)
-            if entry is None or entry[0] != version:
-                self.misses += 1
-                return None
-            self.entries.move_to_end(key)
-            self.hits += 1
-            return entry[1]
-
-    def put(self, key: tuple[int, datetime, Shape, str], version: Version, part: Part) -> None:
-        size = sum(len(value[0]) if key[3] in DISTRIBUTIONS else SUMS_WEIGHT for value in part.values())
-        with self.lock:
-            old = self.entries.pop(key, None)
-            if old is not None:
-                self.pairs -= old[2]
-            self.entries[key] = (version, part, size)
-            self.pairs += size
-            while self.pairs > MAX_PAIRS and self.entries:
-                _, (_, _, evicted) = self.entries.popitem(last=False)
-                self.pairs -= evicted
-
-    def clear(self) -> None:
-        with self.lock:
-            self.entries.clear()
-            self.pairs = self.hits = self.misses = 0
-
-
-CACHE = _Cache()
 
 
 def whole_days(plan: ReadPlan) -> dict[int, list[datetime]]:
@@ -112,8 +55,17 @@ def whole_days(plan: ReadPlan) -> dict[int, list[datetime]]:
 
 
 def kept_days(plan: ReadPlan) -> list[DayKey]:
-    """The (project, day) pairs of whole_days, in order."""
-    return [(project_id, day) for project_id, days in sorted(whole_days(plan).items()) for day in days]
+    """The (project, day) pairs of whole_days whose day rows are current, in order: the days
+    read from RollupDay. Run in the query's snapshot."""
+    pairs = [(project_id, day) for project_id, days in sorted(whole_days(plan).items()) for day in days]
+    if not pairs:
+        return []
+    stale = stale_days(
+        sorted({project_id for project_id, _ in pairs}),
+        min(day for _, day in pairs),
+        max(day for _, day in pairs) + DAY,
+    )
+    return [pair for pair in pairs if pair not in stale]
 
 
 def residual_plans(plan: ReadPlan, kept: Sequence[DayKey]) -> list[ReadPlan]:
@@ -151,19 +103,6 @@ def residual_distribution_rows(
     return rows
 
 
-def _versions(pairs: Sequence[DayKey]) -> dict[DayKey, Version]:
-    with connection.cursor() as cur:
-        cur.execute(
-            sql.day_versions_sql(),
-            {
-                "project_ids": sorted({project_id for project_id, _ in pairs}),
-                "first_day": min(day for _, day in pairs),
-                "end_day": max(day for _, day in pairs) + DAY,
-            },
-        )
-        return {(int(row[0]), row[1].astimezone(UTC)): tuple(int(value) for value in row[2:]) for row in cur.fetchall()}
-
-
 def read(
     plan: ReadPlan,
     pairs: Sequence[DayKey],
@@ -174,64 +113,45 @@ def read(
     breakdown: bool,
     dists: Sequence[str],
 ) -> dict[DayKey, dict[str, Part]]:
-    """For each whole day in `pairs` (kept_days of the plan): its parts, read from the rollup
-    rows where not kept (or kept under another version). Parts: sums_part(breakdown) when
-    `sums`, and each of `dists`; within a part, one value per group-by values with rows."""
+    """For each whole day in `pairs` (kept_days of the plan): its parts, from its day rows.
+    Parts: sums_part(breakdown) when `sums` (every SUM_NAMES sum), and each of `dists`; within
+    a part, one value per group-by values with rows."""
     if not pairs:
         return {}
-    versions = _versions(pairs)
-    shape: Shape = (
-        plan.grouping,
-        tuple(sorted((dim, tuple(values)) for dim, values in filters.items())),
-        tuple(group_by),
-    )
-    parts = ([sums_part(breakdown)] if sums else []) + list(dists)
-    found: dict[DayKey, dict[str, Part]] = {}
-    missing: dict[str, list[DayKey]] = {part: [] for part in parts}
-    for pair in pairs:
-        found[pair] = {}
-        for part in parts:
-            entry = CACHE.get((*pair, shape, part), versions.get(pair, ()))
-            if entry is None:
-                missing[part].append(pair)
-            else:
-                found[pair][part] = entry
-
-    if sums and missing[sums_part(breakdown)]:
-        wanted = missing[sums_part(breakdown)]
-        read_sums: dict[DayKey, Part] = {pair: {} for pair in wanted}
-        width = 2 + len(group_by)
+    around = _around(plan, pairs)
+    days = ("only", pairs)
+    found: dict[DayKey, dict[str, Part]] = {pair: {} for pair in pairs}
+    width = 2 + len(group_by)
+    if sums:
+        part = sums_part(breakdown)
+        for pair in pairs:
+            found[pair][part] = {}
         rows = reads.rollup_sums(
-            _around(plan, wanted), "day", group_by, filters, SUM_NAMES, breakdown, days=("only", wanted),
-            with_project=True,
-        )  # fmt: skip
-        for row in rows:
-            pair = (int(row[0]), row[1].astimezone(UTC))
-            sums_values = tuple(row[width : width + len(SUM_NAMES)])
-            read_sums[pair][tuple(row[2:width])] = (sums_values, row[-1] if breakdown else None)
-        for pair, sums_read in read_sums.items():
-            CACHE.put((*pair, shape, sums_part(breakdown)), versions.get(pair, ()), sums_read)
-            found[pair][sums_part(breakdown)] = sums_read
-
-    wanted = sorted({pair for dist in dists for pair in missing[dist]})
-    if wanted:
-        arrays: dict[DayKey, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {pair: {} for pair in wanted}
-        width = 2 + len(group_by)
-        rows = reads.rollup_distributions(
-            _around(plan, wanted), group_by, filters, dists, days=("only", wanted), with_project=True
+            around, "day", group_by, filters, SUM_NAMES, breakdown, days=days, with_project=True, table=sql.DAY_TABLE
         )
         for row in rows:
-            pair = (int(row[0]), row[1].astimezone(UTC).replace(hour=0))
+            pair = (int(row[0]), row[1].astimezone(UTC))
+            found[pair][part][tuple(row[2:width])] = (tuple(row[width : width + len(SUM_NAMES)]),
+                                                      row[-1] if breakdown else None)  # fmt: skip
+
+    if dists:
+        arrays: dict[DayKey, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {pair: {} for pair in pairs}
+        rows = reads.rollup_distributions(
+            around, group_by, filters, dists, days=days, with_project=True, table=sql.DAY_TABLE
+        )
+        for row in rows:
+            pair = (int(row[0]), row[1].astimezone(UTC))
             arrays[pair].setdefault(tuple(row[2:width]), []).append(row[width:])
         for pair, groups in arrays.items():
             for number, dist in enumerate(dists):
                 merged = {}
                 for values, group_rows in groups.items():
-                    indexes, counts = merge_distributions([(arrays_of[2 * number], arrays_of[2 * number + 1])
-                                                           for arrays_of in group_rows])  # fmt: skip
+                    parts = [(each[2 * number], each[2 * number + 1]) for each in group_rows]
+                    # A day row is one group's whole day when the query groups by every
+                    # dimension of its grouping set (most of them): nothing to merge.
+                    indexes, counts = parts[0] if len(parts) == 1 else merge_distributions(parts)
                     if len(indexes):
                         merged[values] = (indexes, counts)
-                CACHE.put((*pair, shape, dist), versions.get(pair, ()), merged)
                 found[pair][dist] = merged
     return found
 
@@ -246,7 +166,7 @@ def sums_part(breakdown: bool) -> str:
 
 
 def sums_of(values: tuple[Any, ...], columns: Sequence[str]) -> list[Any]:
-    """The `columns` of a kept sums tuple (SUM_NAMES order)."""
+    """The `columns` of a sums tuple (SUM_NAMES order)."""
     return [values[_SUM_INDEX[column]] for column in columns]
 
 
