@@ -5,8 +5,12 @@ same transaction as the spans they change. rollup_pending() takes the oldest not
 each one, in one transaction, it takes transaction-level advisory locks on the hour (shared)
 and on (project, hour) (skipping an hour another worker holds), reads the ids of that hour's
 notes, replaces the hour's RollupHour rows with rows computed from the spans, and deletes
-exactly the note ids it read. A recompute is idempotent, so running it twice, or after a worker was killed half way
-(its transaction rolled back, its notes still there), changes nothing.
+exactly the note ids it read. A recompute is idempotent, so running it twice, or after a
+worker was killed half way (its transaction rolled back, its notes still there), changes
+nothing. An hour whose recompute fails is set aside (models.RollupFailure) and retried with
+backoff; the sweep goes on with the others. The closed days whose hour rows changed get
+their day rows rebuilt (day_rows.py): by rollup_range in its own transaction, after noted
+hours by the day sweep.
 """
 
 from __future__ import annotations
