@@ -32,11 +32,13 @@ def _fast_passwords(settings: object) -> None:
 def _fresh_caches() -> Iterator[None]:
     # Process-level caches must not carry rows from one test's (rolled back) database to the next.
     from apps.dashboard import page_reads
+    from apps.metrics import days
     from apps.pricing.services import PriceBook
     from apps.telemetry import partitions, views
 
     def forget() -> None:
         page_reads.forget()
+        days.CACHE.clear()
         partitions.forget_known_partitions()
         views.forget_cached_keys()
         PriceBook.forget()

@@ -4,34 +4,90 @@ A 30-day page asks a dozen questions of the same 720 hours: read hour by hour, e
 up thousands of rollup rows, and the distributions alone are ~300k (index, count) pairs per
 question at 10M spans a month. A closed day's hour rows are added up once into its day rows
 (apps/rollups/day_rows.py), so a whole day costs a row per group, in any process: a fresh
-web or Celery worker is as fast as one that has served before (nothing is kept here).
+web or Celery worker needs nothing kept to be fast.
 
 A day is read from its day rows ("kept", below) when all its 24 hours are closed rollup hours
 of the plan (no noted hour: those are read raw) and its day rows are current: no DayChange
 note, read in the query's snapshot (an Index Only Scan of a few rows). A day whose hour rows
 changed since its day rows were built is read by the hour, exactly as before: a stale day
 row is never served. Hourly charts read hourly rows.
+
+A second level, in the process: each question's answer for a day read from day rows (per
+query shape: grouping set, filters, group-by; every SUM_NAMES sum per group, and each merged
+distribution) is kept under the day's build (models.DayBuild: a fresh id with every rebuild,
+read with the question in its snapshot), so a warm process reads a few build ids instead of
+the day rows. A rebuilt day has a new build and is read again.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.db import connection
+
 from apps.metrics import reads, sql
 from apps.metrics.catalog import SUM_COLUMNS
 from apps.metrics.merge import merge_distributions
 from apps.metrics.plan import ReadPlan
-from apps.rollups.day_rows import stale_days
+from apps.rollups.models import DISTRIBUTIONS
 
 DAY = timedelta(days=1)
+# What the kept days may hold, in (index, count) pairs (16 bytes each; a group's sums count
+# as SUMS_WEIGHT): ~32 MB a process. A 30-day overview keeps ~40k pairs.
+MAX_PAIRS = 2_000_000
 SUM_NAMES = tuple(SUM_COLUMNS)
+SUMS_WEIGHT = len(SUM_NAMES)
 
 DayKey = tuple[int, datetime]  # (project, UTC midnight)
+Shape = tuple[int, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]
+Version = tuple[int, ...]
 # Per group-by values: (sums in SUM_NAMES order, errors_by_type or None), or a distribution.
 Part = dict[tuple[Any, ...], Any]
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # (project, day, shape, part) -> (version, part, its size)
+        self.entries: OrderedDict[tuple[int, datetime, Shape, str], tuple[Version, Part, int]] = OrderedDict()
+        self.pairs = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[int, datetime, Shape, str], version: Version) -> Part | None:
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None or entry[0] != version:
+                self.misses += 1
+                return None
+            self.entries.move_to_end(key)
+            self.hits += 1
+            return entry[1]
+
+    def put(self, key: tuple[int, datetime, Shape, str], version: Version, part: Part) -> None:
+        size = sum(len(value[0]) if key[3] in DISTRIBUTIONS else SUMS_WEIGHT for value in part.values())
+        with self.lock:
+            old = self.entries.pop(key, None)
+            if old is not None:
+                self.pairs -= old[2]
+            self.entries[key] = (version, part, size)
+            self.pairs += size
+            while self.pairs > MAX_PAIRS and self.entries:
+                _, (_, _, evicted) = self.entries.popitem(last=False)
+                self.pairs -= evicted
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.pairs = self.hits = self.misses = 0
+
+
+CACHE = _Cache()
 
 
 def whole_days(plan: ReadPlan) -> dict[int, list[datetime]]:
@@ -54,18 +110,37 @@ def whole_days(plan: ReadPlan) -> dict[int, list[datetime]]:
     return result
 
 
-def kept_days(plan: ReadPlan) -> list[DayKey]:
-    """The (project, day) pairs of whole_days whose day rows are current, in order: the days
-    read from RollupDay. Run in the query's snapshot."""
+class KeptDays(list[DayKey]):
+    """kept_days' answer: the (project, day) pairs, in order, and the build of each one's day
+    rows as read in the same statement (read() keeps parts under it)."""
+
+    def __init__(self, pairs: Sequence[DayKey] = (), versions: Mapping[DayKey, Version] | None = None) -> None:
+        super().__init__(pairs)
+        self.versions: dict[DayKey, Version] = dict(versions or {})
+
+
+# Each whole day's build and whether it has a change note, in one statement: Index Only Scans
+# of day_build_identity and day_change_read per day.
+_KEPT_SQL = """
+SELECT d.project_id, d.day, b.id,
+       EXISTS (SELECT FROM rollups_daychange AS c WHERE c.project_id = d.project_id AND c.day = d.day) AS stale
+FROM unnest(%(day_projects)s::bigint[], %(day_starts)s::timestamptz[]) AS d(project_id, day)
+LEFT JOIN rollups_daybuild AS b ON b.project_id = d.project_id AND b.day = d.day
+"""
+
+
+def kept_days(plan: ReadPlan) -> KeptDays:
+    """The (project, day) pairs of whole_days whose day rows are current (no DayChange note),
+    in order: the days read from RollupDay (or kept in the process). Run in the query's
+    snapshot."""
     pairs = [(project_id, day) for project_id, days in sorted(whole_days(plan).items()) for day in days]
     if not pairs:
-        return []
-    stale = stale_days(
-        sorted({project_id for project_id, _ in pairs}),
-        min(day for _, day in pairs),
-        max(day for _, day in pairs) + DAY,
-    )
-    return [pair for pair in pairs if pair not in stale]
+        return KeptDays()
+    with connection.cursor() as cur:
+        cur.execute(_KEPT_SQL, sql.day_params(pairs))
+        found = {(int(row[0]), row[1].astimezone(UTC)): (row[2], row[3]) for row in cur.fetchall()}
+    kept = [pair for pair in pairs if not found[pair][1]]
+    return KeptDays(kept, {pair: (int(found[pair][0]),) for pair in kept if found[pair][0] is not None})
 
 
 def residual_plans(plan: ReadPlan, kept: Sequence[DayKey]) -> list[ReadPlan]:
@@ -103,6 +178,21 @@ def residual_distribution_rows(
     return rows
 
 
+def _versions(pairs: Sequence[DayKey]) -> dict[DayKey, Version]:
+    """The build of each day's rows (models.DayBuild; an Index Only Scan of day_build_identity)."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT project_id, day, id FROM rollups_daybuild"
+            " WHERE project_id = ANY(%(project_ids)s::bigint[]) AND day >= %(first_day)s AND day < %(end_day)s",
+            {
+                "project_ids": sorted({project_id for project_id, _ in pairs}),
+                "first_day": min(day for _, day in pairs),
+                "end_day": max(day for _, day in pairs) + DAY,
+            },
+        )
+        return {(int(row[0]), row[1].astimezone(UTC)): (int(row[2]),) for row in cur.fetchall()}
+
+
 def read(
     plan: ReadPlan,
     pairs: Sequence[DayKey],
@@ -113,32 +203,52 @@ def read(
     breakdown: bool,
     dists: Sequence[str],
 ) -> dict[DayKey, dict[str, Part]]:
-    """For each whole day in `pairs` (kept_days of the plan): its parts, from its day rows.
-    Parts: sums_part(breakdown) when `sums` (every SUM_NAMES sum), and each of `dists`; within
-    a part, one value per group-by values with rows."""
+    """For each whole day in `pairs` (kept_days of the plan): its parts, kept in the process
+    or read from its day rows. Parts: sums_part(breakdown) when `sums` (every SUM_NAMES sum),
+    and each of `dists`; within a part, one value per group-by values with rows."""
     if not pairs:
         return {}
-    around = _around(plan, pairs)
-    days = ("only", pairs)
-    found: dict[DayKey, dict[str, Part]] = {pair: {} for pair in pairs}
+    versions = pairs.versions if isinstance(pairs, KeptDays) else _versions(pairs)
+    shape: Shape = (
+        plan.grouping,
+        tuple(sorted((dim, tuple(values)) for dim, values in filters.items())),
+        tuple(group_by),
+    )
+    parts = ([sums_part(breakdown)] if sums else []) + list(dists)
+    found: dict[DayKey, dict[str, Part]] = {}
+    missing: dict[str, list[DayKey]] = {part: [] for part in parts}
+    for pair in pairs:
+        found[pair] = {}
+        for part in parts:
+            entry = CACHE.get((*pair, shape, part), versions.get(pair, ()))
+            if entry is None:
+                missing[part].append(pair)
+            else:
+                found[pair][part] = entry
     width = 2 + len(group_by)
-    if sums:
-        part = sums_part(breakdown)
-        for pair in pairs:
-            found[pair][part] = {}
+
+    if sums and missing[sums_part(breakdown)]:
+        wanted = missing[sums_part(breakdown)]
+        read_sums: dict[DayKey, Part] = {pair: {} for pair in wanted}
         rows = reads.rollup_sums(
-            around, "day", group_by, filters, SUM_NAMES, breakdown, days=days, with_project=True, table=sql.DAY_TABLE
-        )
+            _around(plan, wanted), "day", group_by, filters, SUM_NAMES, breakdown, days=("only", wanted),
+            with_project=True, table=sql.DAY_TABLE,
+        )  # fmt: skip
         for row in rows:
             pair = (int(row[0]), row[1].astimezone(UTC))
-            found[pair][part][tuple(row[2:width])] = (tuple(row[width : width + len(SUM_NAMES)]),
-                                                      row[-1] if breakdown else None)  # fmt: skip
+            read_sums[pair][tuple(row[2:width])] = (tuple(row[width : width + len(SUM_NAMES)]),
+                                                    row[-1] if breakdown else None)  # fmt: skip
+        for pair, sums_read in read_sums.items():
+            CACHE.put((*pair, shape, sums_part(breakdown)), versions.get(pair, ()), sums_read)
+            found[pair][sums_part(breakdown)] = sums_read
 
-    if dists:
-        arrays: dict[DayKey, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {pair: {} for pair in pairs}
+    wanted = sorted({pair for dist in dists for pair in missing[dist]})
+    if wanted:
+        arrays: dict[DayKey, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {pair: {} for pair in wanted}
         rows = reads.rollup_distributions(
-            around, group_by, filters, dists, days=days, with_project=True, table=sql.DAY_TABLE
-        )
+            _around(plan, wanted), group_by, filters, dists, days=("only", wanted), with_project=True,
+            table=sql.DAY_TABLE,
+        )  # fmt: skip
         for row in rows:
             pair = (int(row[0]), row[1].astimezone(UTC))
             arrays[pair].setdefault(tuple(row[2:width]), []).append(row[width:])
@@ -146,12 +256,13 @@ def read(
             for number, dist in enumerate(dists):
                 merged = {}
                 for values, group_rows in groups.items():
-                    parts = [(each[2 * number], each[2 * number + 1]) for each in group_rows]
+                    day_parts = [(each[2 * number], each[2 * number + 1]) for each in group_rows]
                     # A day row is one group's whole day when the query groups by every
                     # dimension of its grouping set (most of them): nothing to merge.
-                    indexes, counts = parts[0] if len(parts) == 1 else merge_distributions(parts)
+                    indexes, counts = day_parts[0] if len(day_parts) == 1 else merge_distributions(day_parts)
                     if len(indexes):
                         merged[values] = (indexes, counts)
+                CACHE.put((*pair, shape, dist), versions.get(pair, ()), merged)
                 found[pair][dist] = merged
     return found
 

@@ -52,6 +52,17 @@ _DELETE_DAYS = """
 DELETE FROM rollups_rollupday
 WHERE project_id = ANY(%(project_ids)s::bigint[]) AND bucket >= %(first_day)s AND bucket < %(end_day)s
 """
+_DELETE_BUILDS = """
+DELETE FROM rollups_daybuild
+WHERE project_id = ANY(%(project_ids)s::bigint[]) AND day >= %(first_day)s AND day < %(end_day)s
+"""
+_INSERT_BUILDS = """
+INSERT INTO rollups_daybuild (project_id, day)
+SELECT p.project_id, d.day
+FROM unnest(%(project_ids)s::bigint[]) AS p(project_id)
+CROSS JOIN generate_series(%(first_day)s::timestamptz, %(end_day)s::timestamptz - interval '24 hours',
+                           interval '24 hours') AS d(day)
+"""
 _DIMENSION_COLUMNS = ("project_id", "bucket", "grouping", *DIMENSIONS)
 _DISTRIBUTION_COLUMNS = tuple(f"{name}_{part}" for name in DISTRIBUTIONS for part in ("idx", "cnt"))
 
@@ -170,6 +181,9 @@ def rebuild_days(cur, project_ids: Sequence[int], first_day: datetime, end_day: 
     cur.execute(_DELETE_DAYS, params)
     cur.execute(_rebuild_sql(), params)
     written = int(cur.rowcount)
+    # A new build id for each (project, day): the version the query layer keeps a day under.
+    cur.execute(_DELETE_BUILDS, params)
+    cur.execute(_INSERT_BUILDS, params)
     if note_ids:
         cur.execute("DELETE FROM rollups_daychange WHERE id = ANY(%s::bigint[])", [note_ids])
     return written

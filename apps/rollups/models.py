@@ -173,6 +173,22 @@ class DayChange(models.Model):
         indexes = [models.Index(fields=["project_id", "day", "id"], name="day_change_read")]
 
 
+class DayBuild(models.Model):
+    """When a (project, day)'s RollupDay rows were last built: `id`, fresh from the sequence on
+    every rebuild (day_rows.rebuild_days deletes and inserts it with the day rows, in their
+    transaction), so it names exactly one version of those rows. The query layer keeps days
+    it has read in the process under it (apps/metrics/days.py)."""
+
+    id = models.BigAutoField(primary_key=True)
+    project_id = models.BigIntegerField()
+    day = models.DateTimeField(help_text="UTC midnight")
+
+    class Meta:
+        # One build a day; the query layer reads the builds of some projects' days from it
+        # alone (an Index Only Scan: the id is included).
+        constraints = [models.UniqueConstraint(fields=["project_id", "day"], include=["id"], name="day_build_identity")]
+
+
 class RollupFailure(models.Model):
     """A noted (project, hour) whose recompute failed: set aside so it cannot block the others.
 

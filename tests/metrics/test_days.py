@@ -12,7 +12,7 @@ import pytest
 import time_machine
 
 from apps.accounts.models import Project
-from apps.metrics.days import kept_days, whole_days
+from apps.metrics.days import CACHE, kept_days, whole_days
 from apps.metrics.plan import plan_reads
 from apps.metrics.query import Query, Scope, run_query
 from apps.rollups.day_rows import rebuild_stale_days
@@ -73,6 +73,9 @@ def test_day_rows_give_the_numbers_the_hours_give(
     assert RollupDay.objects.filter(project=project, grouping=0).count() == 3
     from_days = run_query(query, scope)
     assert from_days.rows == by_the_hour.rows
+    # Kept in the process under the days' builds: the same numbers without reading day rows.
+    assert CACHE.hits == 0 and CACHE.misses > 0 and CACHE.entries
+    assert run_query(query, scope).rows == from_days.rows and CACHE.hits > 0
     assert sum(row["requests"] for row in from_days.rows) == sum(row["requests"] for row in hourly.rows) > 0
 
 
@@ -98,10 +101,13 @@ def test_a_day_is_read_by_the_hour_while_its_day_rows_are_stale(project: Project
     updated = run_query(query, EVERYTHING)
     assert updated.rows[0]["e2e_ms_p50_samples"] == replaced.rows[0]["e2e_ms_p50_samples"] - 3 + 500
 
-    # Rebuilt: read from day rows again, with the same numbers.
+    # Rebuilt: read from day rows again (a new build, so not the kept first day), with the
+    # same numbers.
     assert rebuild_stale_days(NOW) == [DAY]
     assert len(kept_days(plan)) == 3
+    misses = CACHE.misses
     assert run_query(query, EVERYTHING).rows == updated.rows
+    assert CACHE.misses > misses
 
     # A noted hour is read raw (no spans here: it counts nothing) and its day by the hour.
     DirtyHour.objects.create(project=project, hour=DAY + timedelta(hours=15))
@@ -131,6 +137,36 @@ def test_a_day_row_is_the_sum_of_its_hours(project: Project, now: Any) -> None:
     assert day.ttft_ms_idx == [] and day.ttft_ms_cnt == []
     globex = RollupDay.objects.get(project=project, grouping=mask("tenant"), tenant="globex", bucket=DAY)
     assert globex.requests == 10
+
+
+def test_the_oldest_kept_days_go_first_past_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from apps.metrics import days
+
+    monkeypatch.setattr(days, "MAX_PAIRS", 10)
+    cache = days._Cache()
+    four = {(): (np.arange(4), np.ones(4, dtype=np.int64))}
+    shape = (0, (), ())
+    for n in range(3):
+        cache.put((1, DAY + timedelta(days=n), shape, "e2e_ms"), (n,), four)
+    assert cache.pairs == 8 and cache.get((1, DAY, shape, "e2e_ms"), (0,)) is None
+    assert cache.get((1, DAY + timedelta(days=1), shape, "e2e_ms"), (1,)) is not None
+    assert cache.get((1, DAY + timedelta(days=1), shape, "e2e_ms"), (2,)) is None  # another build: not this entry
+
+
+def test_every_rebuild_gives_a_day_a_new_build(project: Project, now: Any) -> None:
+    from apps.metrics.days import _versions
+
+    pairs = [(project.pk, DAY + timedelta(days=n)) for n in range(3)]
+    assert _versions(pairs) == {}
+    rebuild_stale_days(NOW)
+    first = _versions(pairs)
+    assert set(first) == set(pairs)
+    RollupHour.objects.filter(bucket=DAY + timedelta(days=1, hours=1), grouping=0).update(requests=7)
+    rebuild_stale_days(NOW)
+    second = _versions(pairs)
+    assert second[pairs[1]] > first[pairs[1]] and all(second[pairs[n]] == first[pairs[n]] for n in (0, 2))
 
 
 def test_an_open_day_gets_no_day_rows(project: Project) -> None:

@@ -253,15 +253,17 @@ def test_rollup_reads_are_index_range_scans_of_one_grouping_set(travelled: Any) 
             text = "\n".join(row[0] for row in cur.fetchall())
         assert "using rollup_hour_read" in text or "using rollup_hour_sums" in text, text
         assert "Seq Scan on rollups_rolluphour" not in text, text
-    # Whole days: their day rows by rollup_day_read, and whether they are stale by day_change_read.
-    from apps.rollups.day_rows import STALE_DAYS_SQL
+    # Whole days: their day rows by rollup_day_read, their builds and change notes by
+    # day_build_identity and day_change_read.
+    from apps.metrics.days import _KEPT_SQL
 
     for statement, index in [
         (sql.sums_sql(plan, "day", ("tenant",), ["tenant"], ["requests"], False, days="only", with_project=True,
                       table=sql.DAY_TABLE), "rollup_day_read"),
         (sql.distributions_sql(plan, ("tenant",), ["tenant"], ["e2e_ms"], days="only", with_project=True,
                                table=sql.DAY_TABLE), "rollup_day_read"),
-        (STALE_DAYS_SQL, "day_change_read"),
+        (_KEPT_SQL, "day_change_read"),
+        (_KEPT_SQL, "day_build_identity"),
     ]:  # fmt: skip
         with connection.cursor() as cur:
             cur.execute(f"EXPLAIN {statement}", {**params, "first_day": DAY, "end_day": DAY + timedelta(days=2)})
