@@ -249,8 +249,10 @@ def rollup_pending(limit: int = 100) -> int:
 
 
 # Each day's change notes (models.DayChange) folded into one fresh row. The DELETE takes only
-# committed notes and the new row's id is new, so a day never shows an earlier version again;
-# two compactions at once wait on each other's deletes, and each adds at most one row a day.
+# committed notes and inserts one in their place in the same transaction, so a stale day
+# never looks current; two compactions at once wait on each other's deletes, and each adds at
+# most one row a day. A day rebuild that read notes folded meanwhile deletes nothing: the
+# folded note keeps the day stale until the next sweep rebuilds it again (work, never error).
 _COMPACT_DAY_CHANGES = """
 WITH crowded AS (
     SELECT project_id, day FROM rollups_daychange GROUP BY project_id, day HAVING count(*) > 1
@@ -266,8 +268,8 @@ SELECT DISTINCT project_id, day FROM folded
 
 def compact_day_changes() -> int:
     """Fold the day change notes the rollup writes leave (two a recomputed hour) into one a
-    day, so the query layer reads a handful of rows for a month's versions. Returns the days
-    folded."""
+    day: the open day gathers two every sweep until it closes and its day rows are built.
+    Returns the days folded."""
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_COMPACT_DAY_CHANGES)
         return int(cur.rowcount)
