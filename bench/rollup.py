@@ -14,7 +14,8 @@ prints the plan of one hour's rollup query (the noted-hour path).
 `--reuse` keeps an existing bench database with the same span count (for tuning the SQL).
 
 The last line is `rollup_spans_per_s=<number>`: spans in the range divided by the time
-rollup_range took with --workers connections.
+rollup_range took with --workers connections. Each run also says how long the day rows
+(RollupDay, rebuilt in each chunk's transaction from its hour rows) took of it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench._db import bench_database  # noqa: E402
 
-DATABASE = "observatory_bench_rollup"
+# BENCH_ROLLUP_DATABASE names another (engineers sharing one server each keep their own).
+DATABASE = os.environ.get("BENCH_ROLLUP_DATABASE", "observatory_bench_rollup")
 # Sums that change if any rollup row does (a cheap fingerprint of the whole table).
 _CHECKSUM = (
     "sum(requests), sum(tasks), sum(errors), sum(input_tokens), sum(cost_usd), sum(cache_savings_usd), "
@@ -64,7 +67,7 @@ def main() -> None:
     from django.db import connection
 
     from apps.accounts.models import Project
-    from apps.rollups import compute, runner
+    from apps.rollups import compute, day_rows, runner
     from bench._spans import DEFAULT_START, load_spans
 
     call_command("migrate", verbosity=0)
@@ -90,11 +93,25 @@ def main() -> None:
 
     # First on one connection (one statement uses one core), then with --workers days at once:
     # the second run also rebuilds every row, so it must leave the same numbers behind.
+    # The share of the day rows (day_rows.rebuild_days, in each chunk's transaction), summed
+    # over connections.
+    day_seconds: list[float] = []
+    rebuild_days = day_rows.rebuild_days
+
+    def timed_rebuild_days(*args: Any, **kwargs: Any) -> int:
+        began = time.perf_counter()
+        try:
+            return rebuild_days(*args, **kwargs)
+        finally:
+            day_seconds[-1] += time.perf_counter() - began
+
+    day_rows.rebuild_days = timed_rebuild_days  # type: ignore[assignment]
     timings: list[tuple[int, float]] = []
     first_totals = None
     for workers in dict.fromkeys((1, args.workers)):
         with connection.cursor() as cur:
             cur.execute("CHECKPOINT")
+        day_seconds.append(0.0)
         began = time.perf_counter()
         written = runner.rollup_range(start, end, workers=workers)
         timings.append((workers, time.perf_counter() - began))
@@ -129,10 +146,11 @@ def main() -> None:
         plan = "\n".join(row[0] for row in cur.fetchall())
     print(f"plan of one hour's rollup query ({hour:%Y-%m-%d %H:00}):\n{plan}")
     print(f"machine: {os.cpu_count()} cores")
-    for count, seconds in timings:
+    for (count, seconds), days_took in zip(timings, day_seconds, strict=True):
         connections = f"{count} connection{'s' if count > 1 else ''}"
         print(f"rolled up {total_spans:,} spans ({args.days * 24} hours) into {written:,} rows in {seconds:.2f} s "
-              f"on {connections}: {total_spans / seconds:,.0f} spans/s")  # fmt: skip
+              f"on {connections}: {total_spans / seconds:,.0f} spans/s; day rows {days_took:.2f} connection-s "
+              f"of it")  # fmt: skip
     print(f"calls: {rolled_up:,} in the rollup, {calls:,} counted from the spans")
     if rolled_up != calls:
         print("ERROR: the rollup's request count differs from the calls in the spans")

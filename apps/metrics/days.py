@@ -1,23 +1,22 @@
-"""Whole closed days, read once and kept in this process: their sums and merged distributions.
+"""Whole closed days read from their day rows (RollupDay), the rest of the rollup hours by the hour.
 
 A 30-day page asks a dozen questions of the same 720 hours: read hour by hour, each one adds
 up thousands of rollup rows, and the distributions alone are ~300k (index, count) pairs per
-question at 10M spans a month. The rows of a closed day change only when the rollup runner
-replaces them, so each question's answer for a whole day (per query shape: grouping set,
-filters, group-by) is kept under the version of that day's rows: models.DayChange, which
-triggers on the rollup table write in the same transaction as any change to the rows. The
-versions are read with every query, in its snapshot (an Index Only Scan of a few rows a
-day), so a kept day is used only while its rows are exactly those it was read from; a
-changed day is read again.
+question at 10M spans a month. A closed day's hour rows are added up once into its day rows
+(apps/rollups/day_rows.py), so a whole day costs a row per group, in any process: a fresh
+web or Celery worker needs nothing kept to be fast.
 
-Kept per (project, day, shape):
-- "sums": every SUM_COLUMNS sum per group-by value, whatever the query asked (the next
-  question of the page asks for other columns of the same rows); "sums+errors" adds the
-  errors_by_type breakdown;
-- one merged distribution per group-by value, per distribution asked for.
+A day is read from its day rows ("kept", below) when all its 24 hours are closed rollup hours
+of the plan (no noted hour: those are read raw) and its day rows are current: no DayChange
+note, read in the query's snapshot (an Index Only Scan of a few rows). A day whose hour rows
+changed since its day rows were built is read by the hour, exactly as before: a stale day
+row is never served. Hourly charts read hourly rows.
 
-Only days whose 24 hours all come from rollups are kept: hours read raw (edges, noted hours)
-are never part of an entry, and hourly charts read hourly rows as before.
+A second level, in the process: each question's answer for a day read from day rows (per
+query shape: grouping set, filters, group-by; every SUM_NAMES sum per group, and each merged
+distribution) is kept under the day's build (models.DayBuild: a fresh id with every rebuild,
+read with the question in its snapshot), so a warm process reads a few build ids instead of
+the day rows. A rebuilt day has a new build and is read again.
 """
 
 from __future__ import annotations
@@ -41,8 +40,8 @@ DAY = timedelta(days=1)
 # What the kept days may hold, in (index, count) pairs (16 bytes each; a group's sums count
 # as SUMS_WEIGHT): ~32 MB a process. A 30-day overview keeps ~40k pairs.
 MAX_PAIRS = 2_000_000
-SUMS_WEIGHT = len(SUM_COLUMNS)
 SUM_NAMES = tuple(SUM_COLUMNS)
+SUMS_WEIGHT = len(SUM_NAMES)
 
 DayKey = tuple[int, datetime]  # (project, UTC midnight)
 Shape = tuple[int, tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]
@@ -111,9 +110,37 @@ def whole_days(plan: ReadPlan) -> dict[int, list[datetime]]:
     return result
 
 
-def kept_days(plan: ReadPlan) -> list[DayKey]:
-    """The (project, day) pairs of whole_days, in order."""
-    return [(project_id, day) for project_id, days in sorted(whole_days(plan).items()) for day in days]
+class KeptDays(list[DayKey]):
+    """kept_days' answer: the (project, day) pairs, in order, and the build of each one's day
+    rows as read in the same statement (read() keeps parts under it)."""
+
+    def __init__(self, pairs: Sequence[DayKey] = (), versions: Mapping[DayKey, Version] | None = None) -> None:
+        super().__init__(pairs)
+        self.versions: dict[DayKey, Version] = dict(versions or {})
+
+
+# Each whole day's build and whether it has a change note, in one statement: Index Only Scans
+# of day_build_identity and day_change_read per day.
+_KEPT_SQL = """
+SELECT d.project_id, d.day, b.id,
+       EXISTS (SELECT FROM rollups_daychange AS c WHERE c.project_id = d.project_id AND c.day = d.day) AS stale
+FROM unnest(%(day_projects)s::bigint[], %(day_starts)s::timestamptz[]) AS d(project_id, day)
+LEFT JOIN rollups_daybuild AS b ON b.project_id = d.project_id AND b.day = d.day
+"""
+
+
+def kept_days(plan: ReadPlan) -> KeptDays:
+    """The (project, day) pairs of whole_days whose day rows are current (no DayChange note),
+    in order: the days read from RollupDay (or kept in the process). Run in the query's
+    snapshot."""
+    pairs = [(project_id, day) for project_id, days in sorted(whole_days(plan).items()) for day in days]
+    if not pairs:
+        return KeptDays()
+    with connection.cursor() as cur:
+        cur.execute(_KEPT_SQL, sql.day_params(pairs))
+        found = {(int(row[0]), row[1].astimezone(UTC)): (row[2], row[3]) for row in cur.fetchall()}
+    kept = [pair for pair in pairs if not found[pair][1]]
+    return KeptDays(kept, {pair: (int(found[pair][0]),) for pair in kept if found[pair][0] is not None})
 
 
 def residual_plans(plan: ReadPlan, kept: Sequence[DayKey]) -> list[ReadPlan]:
@@ -152,16 +179,18 @@ def residual_distribution_rows(
 
 
 def _versions(pairs: Sequence[DayKey]) -> dict[DayKey, Version]:
+    """The build of each day's rows (models.DayBuild; an Index Only Scan of day_build_identity)."""
     with connection.cursor() as cur:
         cur.execute(
-            sql.day_versions_sql(),
+            "SELECT project_id, day, id FROM rollups_daybuild"
+            " WHERE project_id = ANY(%(project_ids)s::bigint[]) AND day >= %(first_day)s AND day < %(end_day)s",
             {
                 "project_ids": sorted({project_id for project_id, _ in pairs}),
                 "first_day": min(day for _, day in pairs),
                 "end_day": max(day for _, day in pairs) + DAY,
             },
         )
-        return {(int(row[0]), row[1].astimezone(UTC)): tuple(int(value) for value in row[2:]) for row in cur.fetchall()}
+        return {(int(row[0]), row[1].astimezone(UTC)): (int(row[2]),) for row in cur.fetchall()}
 
 
 def read(
@@ -174,12 +203,12 @@ def read(
     breakdown: bool,
     dists: Sequence[str],
 ) -> dict[DayKey, dict[str, Part]]:
-    """For each whole day in `pairs` (kept_days of the plan): its parts, read from the rollup
-    rows where not kept (or kept under another version). Parts: sums_part(breakdown) when
-    `sums`, and each of `dists`; within a part, one value per group-by values with rows."""
+    """For each whole day in `pairs` (kept_days of the plan): its parts, kept in the process
+    or read from its day rows. Parts: sums_part(breakdown) when `sums` (every SUM_NAMES sum),
+    and each of `dists`; within a part, one value per group-by values with rows."""
     if not pairs:
         return {}
-    versions = _versions(pairs)
+    versions = pairs.versions if isinstance(pairs, KeptDays) else _versions(pairs)
     shape: Shape = (
         plan.grouping,
         tuple(sorted((dim, tuple(values)) for dim, values in filters.items())),
@@ -196,19 +225,19 @@ def read(
                 missing[part].append(pair)
             else:
                 found[pair][part] = entry
+    width = 2 + len(group_by)
 
     if sums and missing[sums_part(breakdown)]:
         wanted = missing[sums_part(breakdown)]
         read_sums: dict[DayKey, Part] = {pair: {} for pair in wanted}
-        width = 2 + len(group_by)
         rows = reads.rollup_sums(
             _around(plan, wanted), "day", group_by, filters, SUM_NAMES, breakdown, days=("only", wanted),
-            with_project=True,
+            with_project=True, table=sql.DAY_TABLE,
         )  # fmt: skip
         for row in rows:
             pair = (int(row[0]), row[1].astimezone(UTC))
-            sums_values = tuple(row[width : width + len(SUM_NAMES)])
-            read_sums[pair][tuple(row[2:width])] = (sums_values, row[-1] if breakdown else None)
+            read_sums[pair][tuple(row[2:width])] = (tuple(row[width : width + len(SUM_NAMES)]),
+                                                    row[-1] if breakdown else None)  # fmt: skip
         for pair, sums_read in read_sums.items():
             CACHE.put((*pair, shape, sums_part(breakdown)), versions.get(pair, ()), sums_read)
             found[pair][sums_part(breakdown)] = sums_read
@@ -216,19 +245,21 @@ def read(
     wanted = sorted({pair for dist in dists for pair in missing[dist]})
     if wanted:
         arrays: dict[DayKey, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {pair: {} for pair in wanted}
-        width = 2 + len(group_by)
         rows = reads.rollup_distributions(
-            _around(plan, wanted), group_by, filters, dists, days=("only", wanted), with_project=True
-        )
+            _around(plan, wanted), group_by, filters, dists, days=("only", wanted), with_project=True,
+            table=sql.DAY_TABLE,
+        )  # fmt: skip
         for row in rows:
-            pair = (int(row[0]), row[1].astimezone(UTC).replace(hour=0))
+            pair = (int(row[0]), row[1].astimezone(UTC))
             arrays[pair].setdefault(tuple(row[2:width]), []).append(row[width:])
         for pair, groups in arrays.items():
             for number, dist in enumerate(dists):
                 merged = {}
                 for values, group_rows in groups.items():
-                    indexes, counts = merge_distributions([(arrays_of[2 * number], arrays_of[2 * number + 1])
-                                                           for arrays_of in group_rows])  # fmt: skip
+                    day_parts = [(each[2 * number], each[2 * number + 1]) for each in group_rows]
+                    # A day row is one group's whole day when the query groups by every
+                    # dimension of its grouping set (most of them): nothing to merge.
+                    indexes, counts = day_parts[0] if len(day_parts) == 1 else merge_distributions(day_parts)
                     if len(indexes):
                         merged[values] = (indexes, counts)
                 CACHE.put((*pair, shape, dist), versions.get(pair, ()), merged)
@@ -246,7 +277,7 @@ def sums_part(breakdown: bool) -> str:
 
 
 def sums_of(values: tuple[Any, ...], columns: Sequence[str]) -> list[Any]:
-    """The `columns` of a kept sums tuple (SUM_NAMES order)."""
+    """The `columns` of a sums tuple (SUM_NAMES order)."""
     return [values[_SUM_INDEX[column]] for column in columns]
 
 

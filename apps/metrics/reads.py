@@ -80,14 +80,15 @@ def rollup_sums(
     *,
     days: tuple[str, Sequence[tuple[int, datetime]]] | None = None,
     with_project: bool = False,
+    table: str = sql.HOUR_TABLE,
 ) -> list[tuple[Any, ...]]:
     """([project,] t, *dims, *sums[, errors_by_type]) per output row, from the plan's rollup
-    hours; `days` = ("skip" | "only", (project, UTC midnight) pairs) leaves out, or reads
-    only, those whole days."""
+    hours (or, with table=sql.DAY_TABLE, its day rows); `days` = ("skip" | "only", (project,
+    UTC midnight) pairs) leaves out, or reads only, those whole days."""
     filtered = sorted(filters, key=sql.DIMENSIONS.index)
     clause, params = _days_clause(plan, filters, days)
     statement = sql.sums_sql(
-        plan, granularity, group_by, filtered, sums, breakdown, days=clause, with_project=with_project
+        plan, granularity, group_by, filtered, sums, breakdown, days=clause, with_project=with_project, table=table
     )
     with connection.cursor() as cur:
         cur.execute(statement, params)
@@ -106,12 +107,15 @@ def rollup_distributions(
     *,
     days: tuple[str, Sequence[tuple[int, datetime]]] | None = None,
     with_project: bool = False,
+    table: str = sql.HOUR_TABLE,
 ) -> list[tuple[Any, ...]]:
     """([project,] bucket, *dims, idx, cnt, idx, cnt, ...) per rollup row, arrays as numpy
-    int64; `days` as for rollup_sums."""
+    int64; `days` and `table` as for rollup_sums."""
     filtered = sorted(filters, key=sql.DIMENSIONS.index)
     clause, params = _days_clause(plan, filters, days)
-    statement = sql.distributions_sql(plan, group_by, filtered, dists, days=clause, with_project=with_project)
+    statement = sql.distributions_sql(
+        plan, group_by, filtered, dists, days=clause, with_project=with_project, table=table
+    )
     with _binary_cursor() as cur:
         cur.execute(statement, params, binary=True)
         return cur.fetchall()

@@ -12,6 +12,8 @@ Distributions are pairs of int arrays (bucket indexes, counts): see sketch.py.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
@@ -43,9 +45,10 @@ def _sketch() -> ArrayField:
     return ArrayField(models.IntegerField(), default=list)
 
 
-class RollupHour(models.Model):
+class RollupRow(models.Model):
+    """The columns of a rollup row, hourly (RollupHour) or daily (RollupDay)."""
+
     project = models.ForeignKey("accounts.Project", on_delete=models.CASCADE, db_constraint=False)
-    bucket = models.DateTimeField(help_text="start of the UTC hour")
     grouping = models.SmallIntegerField(help_text="bitmask of DIMENSIONS this row is grouped by")
     tenant = models.TextField(null=True)
     feature = models.TextField(null=True)
@@ -83,6 +86,13 @@ class RollupHour(models.Model):
     output_tokens_idx, output_tokens_cnt = _sketch(), _sketch()
 
     class Meta:
+        abstract = True
+
+
+class RollupHour(RollupRow):
+    bucket = models.DateTimeField(help_text="start of the UTC hour")
+
+    class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["project", "bucket", "grouping", "tenant", "feature", "provider", "model", "service"],
@@ -92,6 +102,30 @@ class RollupHour(models.Model):
         ]
         # The query layer's reads: one grouping set of one project over a time range.
         indexes = [models.Index(fields=["project", "grouping", "bucket"], name="rollup_hour_read")]
+
+
+class RollupDay(RollupRow):
+    """A closed UTC day's rollup rows: its RollupHour rows added up (sums added, errors_by_type
+    merged key by key, distributions merged by adding counts per bucket index), so a 30-day
+    page reads 30 rows a group instead of 720, in a fresh process as fast as in a warm one.
+
+    Rebuilt from the day's hour rows (day_rows.py), never from spans, so a day row is exactly
+    the sum of its hours. A DayChange note says the hour rows changed since: while a day has
+    one, the query layer reads that day by the hour, never a stale day row.
+    """
+
+    bucket = models.DateTimeField(help_text="UTC midnight of the day")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "bucket", "grouping", "tenant", "feature", "provider", "model", "service"],
+                name="rollup_day_identity",
+                nulls_distinct=False,
+            )
+        ]
+        # The query layer's reads: one grouping set of one project over some days.
+        indexes = [models.Index(fields=["project", "grouping", "bucket"], name="rollup_day_read")]
 
 
 class DirtyHour(models.Model):
@@ -115,16 +149,17 @@ class DirtyHour(models.Model):
 
 
 class DayChange(models.Model):
-    """A write to some RollupHour rows of a UTC day: the version of that day's rows.
+    """A write to some RollupHour rows of a UTC day: that day's RollupDay rows are stale.
 
     Written by statement triggers on rollups_rolluphour (migration 0003), so every INSERT,
     UPDATE and DELETE of rollup rows, whoever runs it, adds one row per (project, day) it
     touched, in its own transaction: a reader sees the rows and their change notes in one
-    snapshot. The query layer keeps whole closed days it has read under their version
-    (count, sum and max of the ids here, apps/metrics/days.py), so a changed day is read
-    again. Insert-only from the triggers, so concurrent rollup workers never wait on each
-    other here; compact_day_changes folds each day's notes into one fresh row (a new id, so
-    never an earlier version).
+    snapshot. The query layer reads a day with a note by the hour (apps/metrics/days.py);
+    day_rows.rebuild_days replaces the day's RollupDay rows from its hour rows and deletes
+    exactly the notes it read (in the rollup's own transaction for a range rebuild, from the
+    sweep after noted hours), so a note that commits later keeps the day stale. Insert-only
+    from the triggers, so concurrent rollup workers never wait on each other here;
+    compact_day_changes folds an open day's many notes into one fresh row.
 
     No foreign key: a project's rollup rows are deleted with it, and their notes must not
     stop that.
@@ -136,3 +171,72 @@ class DayChange(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["project_id", "day", "id"], name="day_change_read")]
+
+
+class DayBuild(models.Model):
+    """When a (project, day)'s RollupDay rows were last built: `id`, fresh from the sequence on
+    every rebuild (day_rows.rebuild_days deletes and inserts it with the day rows, in their
+    transaction), so it names exactly one version of those rows. The query layer keeps days
+    it has read in the process under it (apps/metrics/days.py)."""
+
+    id = models.BigAutoField(primary_key=True)
+    project_id = models.BigIntegerField()
+    day = models.DateTimeField(help_text="UTC midnight")
+
+    class Meta:
+        # One build a day; the query layer reads the builds of some projects' days from it
+        # alone (an Index Only Scan: the id is included).
+        constraints = [models.UniqueConstraint(fields=["project_id", "day"], include=["id"], name="day_build_identity")]
+
+
+class RollupFailure(models.Model):
+    """A noted (project, hour) whose recompute failed: set aside so it cannot block the others.
+
+    The sweep takes the oldest noted hours first; one hour that always fails (a value the
+    rollup's INSERT cannot store, say) would otherwise be taken first on every trigger and
+    stop every later hour of every project. Its notes stay (nothing is lost: the query layer
+    reads a noted hour from raw spans), the sweep goes on with the next hours, and the hour
+    is tried again at next_attempt_at, backing off exponentially up to a cap. A successful
+    recompute deletes the row in its own transaction.
+    """
+
+    BACKOFF_BASE_SECONDS = 60
+    BACKOFF_CAP_SECONDS = 3600
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey("accounts.Project", on_delete=models.CASCADE, db_constraint=False)
+    hour = models.DateTimeField(help_text="start of the UTC hour that failed to roll up")
+    error = models.TextField(help_text="the last error")
+    attempts = models.IntegerField(default=1)
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField(help_text="the sweep leaves the hour alone until then")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "hour"], name="rollup_failure_identity")]
+        ordering = ["hour", "project"]
+
+    def __str__(self) -> str:
+        return f"project {self.project_id}, {self.hour:%Y-%m-%d %H:00} UTC: {self.attempts} attempt(s)"
+
+    @classmethod
+    def backoff(cls, attempts: int) -> timedelta:
+        """The wait after `attempts` failures in a row: 1, 2, 4, ... minutes, at most an hour."""
+        return timedelta(seconds=min(cls.BACKOFF_CAP_SECONDS, cls.BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)))
+
+    @classmethod
+    def record(cls, project_id: int, hour: datetime, error: str, now: datetime) -> RollupFailure:
+        """Count one more failure of (project, hour) and set its next attempt."""
+        failure, created = cls.objects.select_for_update().get_or_create(
+            project_id=project_id,
+            hour=hour,
+            defaults={"error": error, "first_failed_at": now, "last_failed_at": now,
+                      "next_attempt_at": now + cls.backoff(1)},
+        )  # fmt: skip
+        if not created:
+            failure.attempts += 1
+            failure.error = error
+            failure.last_failed_at = now
+            failure.next_attempt_at = now + cls.backoff(failure.attempts)
+            failure.save(update_fields=["attempts", "error", "last_failed_at", "next_attempt_at"])
+        return failure

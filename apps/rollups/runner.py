@@ -5,8 +5,12 @@ same transaction as the spans they change. rollup_pending() takes the oldest not
 each one, in one transaction, it takes transaction-level advisory locks on the hour (shared)
 and on (project, hour) (skipping an hour another worker holds), reads the ids of that hour's
 notes, replaces the hour's RollupHour rows with rows computed from the spans, and deletes
-exactly the note ids it read. A recompute is idempotent, so running it twice, or after a worker was killed half way
-(its transaction rolled back, its notes still there), changes nothing.
+exactly the note ids it read. A recompute is idempotent, so running it twice, or after a
+worker was killed half way (its transaction rolled back, its notes still there), changes
+nothing. An hour whose recompute fails is set aside (models.RollupFailure) and retried with
+backoff; the sweep goes on with the others. The closed days whose hour rows changed get
+their day rows rebuilt (day_rows.py): by rollup_range in its own transaction, after noted
+hours by the day sweep.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
+from apps.rollups import day_rows
 from apps.rollups.compute import HOUR_OF_SQL, ROLLUP_COLUMNS, rollup_params, rollup_rows_sql
+from apps.rollups.models import RollupFailure
 
 log = logging.getLogger(__name__)
 
@@ -154,47 +161,98 @@ def _recompute_hour(project_id: int, hour: datetime, *, wait: bool) -> bool:
         # not in the recompute) must keep its note, or those spans would never be rolled up.
         if note_ids:
             cur.execute("DELETE FROM rollups_dirtyhour WHERE id = ANY(%s::bigint[])", [note_ids])
+        # An hour set aside after failing is cleared by the recompute that succeeds.
+        cur.execute("DELETE FROM rollups_rollupfailure WHERE project_id = %s AND hour = %s", [project_id, hour])
+        if cur.rowcount:
+            log.info("project %s, hour %s rolled up after failing before", project_id, f"{hour:%Y-%m-%d %H:00}")
     return True
 
 
 def recompute_hours(project_id: int, hours: Iterable[datetime]) -> int:
     """Recompute the given hours of a project now, waiting for any worker that holds one;
-    consumes their notes. Returns the number of hours recomputed."""
+    consumes their notes, then rebuilds the day rows of their closed days. Returns the number
+    of hours recomputed."""
     done = 0
-    for hour in sorted({floor_hour(hour) for hour in hours}):
+    hours = sorted({floor_hour(hour) for hour in hours})
+    for hour in hours:
         done += _recompute_hour(project_id, hour, wait=True)
+    if hours:
+        day_rows.rebuild_stale_days(days=hours, limit=len(hours))
     return done
 
 
 def pending_hours(limit: int, skip: Collection[tuple[int, datetime]] = ()) -> list[tuple[int, datetime]]:
-    """The oldest noted (project, hour) pairs but those in `skip` (dirty_hour_read serves the
-    GROUP BY and ORDER BY, and the LIMIT stops the index scan early)."""
+    """The oldest noted (project, hour) pairs but those in `skip` and those set aside until
+    later (RollupFailure). dirty_hour_read serves the GROUP BY and ORDER BY, and the LIMIT
+    stops the index scan early; the set-aside hours are a handful of rows, hashed."""
     with connection.cursor() as cur:
         cur.execute(
-            "SELECT project_id, hour FROM rollups_dirtyhour GROUP BY hour, project_id ORDER BY hour, project_id "
-            "LIMIT %s",
-            [limit + len(skip)],
+            "SELECT d.project_id, d.hour FROM rollups_dirtyhour AS d"
+            " WHERE NOT EXISTS (SELECT FROM rollups_rollupfailure AS f"
+            "                   WHERE f.project_id = d.project_id AND f.hour = d.hour AND f.next_attempt_at > %s)"
+            " GROUP BY d.hour, d.project_id ORDER BY d.hour, d.project_id LIMIT %s",
+            [timezone.now(), limit + len(skip)],
         )
         pairs = [(project_id, hour) for project_id, hour in cur.fetchall() if (project_id, hour) not in skip]
     return pairs[:limit]
 
 
+# SQLSTATE classes of a lost connection or a server going away: the sweep stops and the task
+# retries later (the notes are all still there). Any other error belongs to the hour.
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _is_transient(error: DatabaseError) -> bool:
+    sqlstate = getattr(error.__cause__, "sqlstate", None) or ""
+    return sqlstate.startswith(_TRANSIENT_SQLSTATES) or not connection.is_usable()
+
+
+def _set_aside(project_id: int, hour: datetime, error: DatabaseError) -> None:
+    """Record a failed recompute (RollupFailure): the sweep goes on with the other hours and
+    tries this one again after its backoff."""
+    text = str(error).strip()[:2000] or type(error).__name__
+    with transaction.atomic():
+        failure = RollupFailure.record(project_id, hour, text, timezone.now())
+    log.warning(
+        "rollup of project %s, hour %s failed (attempt %s), set aside until %s: %s",
+        project_id, f"{hour:%Y-%m-%d %H:00}", failure.attempts, f"{failure.next_attempt_at:%Y-%m-%d %H:%M:%S}",
+        text.splitlines()[0] if text else "",
+    )  # fmt: skip
+
+
 def recompute_pending(limit: int = 100, skip: Collection[tuple[int, datetime]] = ()) -> list[tuple[int, datetime]]:
-    """Recompute up to `limit` noted hours, oldest first, but those in `skip` and those
-    another worker holds. Returns the (project, hour) pairs recomputed."""
-    return [(project_id, hour) for project_id, hour in pending_hours(limit, skip)
-            if _recompute_hour(project_id, hour, wait=False)]  # fmt: skip
+    """Take up to `limit` noted hours, oldest first, but those in `skip`, those another worker
+    holds and those set aside until later, and recompute each in its own transaction (a
+    savepoint inside a caller's). An hour that fails is set aside (RollupFailure) and the
+    others go on; a lost connection stops the sweep. Returns the (project, hour) pairs taken:
+    recomputed, or set aside."""
+    taken = []
+    for project_id, hour in pending_hours(limit, skip):
+        try:
+            if _recompute_hour(project_id, hour, wait=False):
+                taken.append((project_id, hour))
+        except DatabaseError as error:
+            if _is_transient(error):
+                raise
+            _set_aside(project_id, hour, error)
+            taken.append((project_id, hour))
+    return taken
 
 
 def rollup_pending(limit: int = 100) -> int:
     """Recompute up to `limit` noted hours, oldest first, skipping those another worker
-    holds. Returns how many hours were recomputed (0: nothing left that is free)."""
-    return len(recompute_pending(limit))
+    holds and those set aside, then rebuild the day rows of the closed days they changed.
+    Returns how many hours were taken (0: nothing left that is free)."""
+    taken = recompute_pending(limit)
+    day_rows.rebuild_stale_days()
+    return len(taken)
 
 
 # Each day's change notes (models.DayChange) folded into one fresh row. The DELETE takes only
-# committed notes and the new row's id is new, so a day never shows an earlier version again;
-# two compactions at once wait on each other's deletes, and each adds at most one row a day.
+# committed notes and inserts one in their place in the same transaction, so a stale day
+# never looks current; two compactions at once wait on each other's deletes, and each adds at
+# most one row a day. A day rebuild that read notes folded meanwhile deletes nothing: the
+# folded note keeps the day stale until the next sweep rebuilds it again (work, never error).
 _COMPACT_DAY_CHANGES = """
 WITH crowded AS (
     SELECT project_id, day FROM rollups_daychange GROUP BY project_id, day HAVING count(*) > 1
@@ -210,8 +268,8 @@ SELECT DISTINCT project_id, day FROM folded
 
 def compact_day_changes() -> int:
     """Fold the day change notes the rollup writes leave (two a recomputed hour) into one a
-    day, so the query layer reads a handful of rows for a month's versions. Returns the days
-    folded."""
+    day: the open day gathers two every sweep until it closes and its day rows are built.
+    Returns the days folded."""
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_COMPACT_DAY_CHANGES)
         return int(cur.rowcount)
@@ -301,5 +359,13 @@ def _rollup_chunk(project_ids: list[int], start: datetime, end: datetime) -> int
         written = _replace_rows(cur, project_ids, start, end)
         if note_ids:
             cur.execute("DELETE FROM rollups_dirtyhour WHERE id = ANY(%s::bigint[])", [note_ids])
+        # The closed days these hours belong to get their day rows in the same transaction
+        # (day_rows.py): after the hours' locks, the days' in order, so no two chunks deadlock.
+        first_day = day_rows.floor_day(start)
+        end_day = min(day_rows.floor_day(end - timedelta(microseconds=1)) + day_rows.DAY,
+                      day_rows.closed_days_end(timezone.now()))  # fmt: skip
+        if first_day < end_day:
+            day_rows.lock_days(cur, [first_day + n * day_rows.DAY for n in range((end_day - first_day).days)])
+            day_rows.rebuild_days(cur, project_ids, first_day, end_day)
     log.info("rolled up %s to %s: %s rows", start, end, written)
     return written

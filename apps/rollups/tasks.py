@@ -9,7 +9,7 @@ from datetime import datetime
 from celery import shared_task
 from django.db import OperationalError
 
-from apps.rollups import runner
+from apps.rollups import day_rows, runner
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ SWEEP_BATCH_HOURS = 50
 )
 def rollup_pending_task(budget_seconds: float = SWEEP_BUDGET_SECONDS) -> int:
     """Recompute the noted hours, oldest first, batch after batch, until none is left that
-    no other worker holds or the time budget is spent. Returns the hours recomputed.
+    no other worker holds or the time budget is spent; then rebuild the day rows of the
+    closed days that changed. Returns the hours taken (recomputed, or set aside after
+    failing: runner.recompute_pending).
 
     Each (project, hour) is recomputed once per sweep: the current hour is noted again by
     every ingest batch, and recomputing it in a loop would keep a worker busy for the whole
@@ -46,5 +48,8 @@ def rollup_pending_task(budget_seconds: float = SWEEP_BUDGET_SECONDS) -> int:
         done.update(batch)
     if done:
         log.info("recomputed %s noted hours", len(done))
+    # Every sweep, not only after recomputes: a day also needs its rows when it closes.
+    day_rows.rebuild_stale_days()
+    if done:
         runner.compact_day_changes()
     return len(done)

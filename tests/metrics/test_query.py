@@ -263,13 +263,22 @@ def test_rollup_reads_are_index_range_scans_of_one_grouping_set(travelled: Any) 
             text = "\n".join(row[0] for row in cur.fetchall())
         assert "using rollup_hour_read" in text or "using rollup_hour_sums" in text, text
         assert "Seq Scan on rollups_rolluphour" not in text, text
-    with connection.cursor() as cur:
-        cur.execute(
-            f"EXPLAIN {sql.day_versions_sql()}",
-            {"project_ids": [projects[0].pk], "first_day": DAY, "end_day": DAY + timedelta(days=2)},
-        )
-        text = "\n".join(row[0] for row in cur.fetchall())
-    assert "day_change_read" in text, text
+    # Whole days: their day rows by rollup_day_read, their builds and change notes by
+    # day_build_identity and day_change_read.
+    from apps.metrics.days import _KEPT_SQL
+
+    for statement, index in [
+        (sql.sums_sql(plan, "day", ("tenant",), ["tenant"], ["requests"], False, days="only", with_project=True,
+                      table=sql.DAY_TABLE), "rollup_day_read"),
+        (sql.distributions_sql(plan, ("tenant",), ["tenant"], ["e2e_ms"], days="only", with_project=True,
+                               table=sql.DAY_TABLE), "rollup_day_read"),
+        (_KEPT_SQL, "day_change_read"),
+        (_KEPT_SQL, "day_build_identity"),
+    ]:  # fmt: skip
+        with connection.cursor() as cur:
+            cur.execute(f"EXPLAIN {statement}", {**params, "first_day": DAY, "end_day": DAY + timedelta(days=2)})
+            text = "\n".join(row[0] for row in cur.fetchall())
+        assert index in text, text
 
 
 def test_distributions_merge_like_the_sketch_module() -> None:
