@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "apps.dashboard",
     "apps.api",
     "apps.insights",
+    "apps.alerts",
 ]
 
 MIDDLEWARE = [
@@ -182,6 +183,33 @@ FEATURE_ATTRIBUTE_KEYS = env_list(
 FEATURE_FALLBACK_ATTRIBUTE = env_str("FEATURE_FALLBACK_ATTRIBUTE", "service.name")
 # The self-hosted serving tier: provider name and model for vLLM spans that carry none.
 VLLM_SERVED_MODEL = env_str("VLLM_SERVED_MODEL", "")
+
+# Alerts (apps/alerts). Beat triggers `alerts.evaluate_due` every ALERTS_SWEEP_SECONDS; each
+# rule's own evaluate_every_seconds (default below) decides when it is due.
+ALERTS_SWEEP_SECONDS = env_int("ALERTS_SWEEP_SECONDS", 30, minimum=5)
+ALERTS_EVALUATE_EVERY_SECONDS = env_int("ALERTS_EVALUATE_EVERY_SECONDS", 60, minimum=10)
+# Links in notifications point here (the address people open the dashboard at).
+ALERTS_SITE_URL = env_str("ALERTS_SITE_URL", "http://localhost:8000").rstrip("/")
+# Webhook deliveries: seconds to connect and to wait for an answer.
+ALERTS_WEBHOOK_TIMEOUT_SECONDS = env_int("ALERTS_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# A transient failure (connection error, 5xx, 429, SMTP 4xx) is retried after
+# base x 2^(attempt-1) seconds, at most ALERTS_RETRY_MAX_SECONDS, up to ALERTS_MAX_ATTEMPTS.
+ALERTS_RETRY_BASE_SECONDS = env_int("ALERTS_RETRY_BASE_SECONDS", 30, minimum=1)
+ALERTS_RETRY_MAX_SECONDS = env_int("ALERTS_RETRY_MAX_SECONDS", 30 * 60, minimum=1)
+ALERTS_MAX_ATTEMPTS = env_int("ALERTS_MAX_ATTEMPTS", 6, minimum=1)
+# This many failed attempts in a row (any notification) disable a channel.
+ALERTS_DISABLE_AFTER_FAILURES = env_int("ALERTS_DISABLE_AFTER_FAILURES", 10, minimum=1)
+
+# Email (Django's SMTP backend): alert notifications and channel notices.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Observatory <observatory@localhost>")
 
 LOGGING = {
     "version": 1,
