@@ -205,16 +205,31 @@ def send_delivery(delivery_id: int, now: datetime | None = None) -> Delivery | N
 
 def _finish(delivery: Delivery, outcome: Outcome, payload: bytes, now: datetime) -> None:
     channel = delivery.channel
-    final_attempt = delivery.attempt >= settings.ALERTS_MAX_ATTEMPTS
-    if outcome.ok:
-        result = Delivery.Result.SENT
-    elif outcome.transient and not final_attempt and channel.is_active:
-        result = Delivery.Result.RETRYING
-    else:
-        result = Delivery.Result.FAILED
     with transaction.atomic():
+        disable_reason = ""
+        if outcome.ok:
+            Channel.objects.filter(pk=channel.pk).update(consecutive_failures=0)
+        elif channel.is_active:
+            Channel.objects.filter(pk=channel.pk).update(consecutive_failures=F("consecutive_failures") + 1)
+            channel.refresh_from_db(fields=["consecutive_failures"])
+            log.warning(
+                "delivery %s to %s failed (attempt %s): %s", delivery.pk, channel, delivery.attempt, outcome.error
+            )
+            if not outcome.transient:
+                disable_reason = f"permanent error: {outcome.error}"
+            elif channel.consecutive_failures >= settings.ALERTS_DISABLE_AFTER_FAILURES:
+                disable_reason = f"{channel.consecutive_failures} failed attempts in a row; last: {outcome.error}"
+        retry = (
+            not outcome.ok
+            and outcome.transient
+            and channel.is_active
+            and not disable_reason
+            and delivery.attempt < settings.ALERTS_MAX_ATTEMPTS
+        )
+        result = Delivery.Result.SENT if outcome.ok else Delivery.Result.RETRYING if retry else Delivery.Result.FAILED
         Delivery.objects.filter(pk=delivery.pk).update(
             result=result,
+            attempted_at=now,
             http_status=outcome.http_status,
             smtp_reply=outcome.smtp_reply,
             error=outcome.error[:2000],
@@ -222,15 +237,7 @@ def _finish(delivery: Delivery, outcome: Outcome, payload: bytes, now: datetime)
             next_attempt_at=None,
         )
         delivery.result = result
-        if outcome.ok:
-            Channel.objects.filter(pk=channel.pk).update(consecutive_failures=0)
-            return
-        if not channel.is_active:
-            return
-        Channel.objects.filter(pk=channel.pk).update(consecutive_failures=F("consecutive_failures") + 1)
-        channel.refresh_from_db(fields=["consecutive_failures"])
-        log.warning("delivery %s to %s failed (attempt %s): %s", delivery.pk, channel, delivery.attempt, outcome.error)
-        if result == Delivery.Result.RETRYING:
+        if retry:
             Delivery.objects.create(
                 notification=delivery.notification,
                 channel=channel,
@@ -241,12 +248,8 @@ def _finish(delivery: Delivery, outcome: Outcome, payload: bytes, now: datetime)
                 is_test=delivery.is_test,
                 next_attempt_at=now + retry_delay(delivery.attempt),
             )
-        if not outcome.transient:
-            disable_channel(channel, f"permanent error: {outcome.error}", now)
-        elif channel.consecutive_failures >= settings.ALERTS_DISABLE_AFTER_FAILURES:
-            disable_channel(
-                channel, f"{channel.consecutive_failures} failed attempts in a row; last: {outcome.error}", now
-            )
+        if disable_reason:
+            disable_channel(channel, disable_reason, now)
 
 
 def disable_channel(channel: Channel, reason: str, now: datetime) -> bool:

@@ -390,7 +390,9 @@ class Delivery(models.Model):
     )
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="deliveries")
     attempt = models.PositiveIntegerField(default=1)
+    # Queued at; attempted_at is when it was sent (or tried), None while pending.
     created_at = models.DateTimeField(default=timezone.now)
+    attempted_at = models.DateTimeField(null=True, blank=True)
     target = models.CharField(max_length=1000)
     payload_sha256 = models.CharField(max_length=64)
     result = models.CharField(max_length=16, choices=Result.choices)
