@@ -121,6 +121,12 @@ class ChannelForm(forms.ModelForm):  # type: ignore[type-arg]
                 self.add_error("to" if kind == Channel.Kind.EMAIL else "url", message)
         return data
 
+    def _post_clean(self) -> None:
+        # The model's clean() validates the same config again; with the form's own error
+        # already on the field, it would only repeat it under a field the form lacks.
+        if not self.errors:
+            super()._post_clean()
+
 
 class SilenceForm(forms.Form):
     hours = forms.IntegerField(min_value=1, max_value=24 * 30, initial=4, label="Silence for (hours)")

@@ -4,7 +4,7 @@ One query through the metrics layer with granularity "hour" (its shape's groupin
 filters), judged hour by hour with the rule's own levels and minimum sample count: an hourly
 bucket stands in for the rule's window (a 15-minute window is judged on whole hours here, so
 the preview is a guide to how noisy a level is, not a replay). A firing is a bucket at warning
-or above after one that was not. Cache drops compare each hour with the same hour a week
+or above after one that was not (or that had too few samples). Cache drops compare each hour with the same hour a week
 earlier; budgets add up cost per day (day budgets) or through each month (month budgets) and
 fire on the day the budget is passed; finding rules count the findings opened in their slice.
 """
@@ -82,7 +82,9 @@ def preview_rule(rule: AlertRule, now: datetime) -> Preview:
                 preview.judged += 1
                 if level != "ok" and not firing:
                     preview.firings.append(Firing(hour, label, level, shown))
-                firing = level != "ok"
+            # An hour without a verdict ends a firing here (live, the alert would stay open
+            # until a window with enough samples clears it; a preview counts episodes of data).
+            firing = level not in (None, "ok")
             hour += timedelta(hours=1)
     preview.firings.sort(key=lambda firing: firing.at)
     return preview
