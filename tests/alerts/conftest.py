@@ -20,6 +20,7 @@ from apps.accounts.models import Project
 from apps.telemetry.store import insert_spans
 from tests.rollups.helpers import STATUS_ERROR, Trace
 from tests.support.servers import free_port
+from tests.test_celery_e2e import broker_url  # noqa: F401 - the run's broker (REDIS_URL or a private Redis)
 
 
 @dataclass
