@@ -109,6 +109,9 @@ def test_two_workers_evaluating_the_same_rules_send_one_notification_per_alert(
         rule.channels.set([hook, mail])
     expected_alerts = 3  # checkout p99; error rate of acme and of globex
     ids = [latency.pk, errors.pk]
+    # Both workers consuming before anything is sent, so they take the first evaluations together.
+    wait_until(lambda: all(" ready." in worker.output() for worker in two_workers), two_workers,
+               "the workers did not start")  # fmt: skip
 
     with app.connection_for_write(broker_url) as connection:
         for _ in range(FORCED_EVALUATIONS):
