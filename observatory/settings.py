@@ -185,9 +185,11 @@ FEATURE_FALLBACK_ATTRIBUTE = env_str("FEATURE_FALLBACK_ATTRIBUTE", "service.name
 VLLM_SERVED_MODEL = env_str("VLLM_SERVED_MODEL", "")
 
 # Alerts (apps/alerts). Beat triggers `alerts.evaluate_due` every ALERTS_SWEEP_SECONDS; each
-# rule's own evaluate_every_seconds (default below) decides when it is due.
+# rule's own evaluate_every_seconds (new rules: the default below) decides when it is due. The
+# worst delay from a bad span to its notification is about the larger of the two plus one
+# evaluation cycle (docs/alerts.md).
 ALERTS_SWEEP_SECONDS = env_int("ALERTS_SWEEP_SECONDS", 30, minimum=5)
-ALERTS_EVALUATE_EVERY_SECONDS = env_int("ALERTS_EVALUATE_EVERY_SECONDS", 60, minimum=10)
+ALERTS_EVALUATE_EVERY_SECONDS = env_int("ALERTS_EVALUATE_EVERY_SECONDS", 30, minimum=10)
 # Links in notifications point here (the address people open the dashboard at).
 ALERTS_SITE_URL = env_str("ALERTS_SITE_URL", "http://localhost:8000").rstrip("/")
 # Webhook deliveries: seconds to connect and to wait for an answer.

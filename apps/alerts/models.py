@@ -39,6 +39,10 @@ FILTER_FIELD = {"tenant": "tenants", "feature": "features", "provider": "provide
 LEVEL_RANK = {"ok": 0, "warning": 1, "critical": 2}
 
 
+def _default_interval() -> int:
+    return int(settings.ALERTS_EVALUATE_EVERY_SECONDS)
+
+
 def _new_secret() -> str:
     return secrets.token_urlsafe(32)
 
@@ -178,7 +182,7 @@ class AlertRule(models.Model):
 
     # The evaluation sweep claims due rules by a conditional UPDATE of this column.
     next_evaluation_at = models.DateTimeField(default=timezone.now)
-    evaluate_every_seconds = models.PositiveIntegerField(default=60)
+    evaluate_every_seconds = models.PositiveIntegerField(default=_default_interval)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

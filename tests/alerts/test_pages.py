@@ -75,7 +75,7 @@ def test_editing_needs_the_permission(client: Client, teammate: Any, outsider: A
     form = {"name": "mine", "kind": "error_rate", "critical_threshold": "0.1", "percentile": "99",
             "window_minutes": "15", "distribution": "e2e_ms", "budget_period": "month",
             "min_severity": "warning", "min_samples": "20", "cooldown_minutes": "60",
-            "evaluate_every_seconds": "60", "action": "save"}  # fmt: skip
+            "evaluate_every_seconds": "30", "action": "save"}  # fmt: skip
     response = client.post("/alerts/rules/new/", {**form, "tenants": "acme"})
     assert response.status_code == 200 and "name one or more of your tenants: globex" in response.content.decode()
     response = client.post("/alerts/rules/new/", {**form, "tenants": "globex"})
@@ -93,7 +93,7 @@ def test_create_test_and_preview_a_rule(client: Client, owner: Any, project: Pro
         form = {"name": "checkout p99", "kind": "latency", "features": "checkout", "percentile": "99",
                 "distribution": "e2e_ms", "window_minutes": "15", "warning_threshold": "5000",
                 "critical_threshold": "8000", "budget_period": "month", "min_severity": "warning",
-                "min_samples": "20", "cooldown_minutes": "60", "evaluate_every_seconds": "60"}  # fmt: skip
+                "min_samples": "20", "cooldown_minutes": "60", "evaluate_every_seconds": "30"}  # fmt: skip
         response = client.post("/alerts/rules/new/", {**form, "action": "preview"})
         html = response.content.decode()
         assert response.status_code == 200 and not AlertRule.objects.exists()  # nothing saved by a preview
