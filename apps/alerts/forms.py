@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -78,11 +78,10 @@ class RuleForm(forms.ModelForm):  # type: ignore[type-arg]
     def __init__(self, *args: Any, scope: Scope, channels: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.scope = scope
-        self.fields["channels"].queryset = channels
-        self.fields["evaluate_every_seconds"].min_value = 10
+        cast(forms.ModelMultipleChoiceField, self.fields["channels"]).queryset = channels
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if self.scope.limited:
             allowed = set(self.scope.visible_tenants() or ())
             tenants = set(data.get("tenants") or [])
@@ -111,7 +110,7 @@ class ChannelForm(forms.ModelForm):  # type: ignore[type-arg]
             self.fields["url"].initial = self.instance.config.get("url", "")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         kind = data.get("kind")
         raw = {"to": data.get("to") or ""} if kind == Channel.Kind.EMAIL else {"url": (data.get("url") or "").strip()}
         try:
@@ -125,7 +124,7 @@ class ChannelForm(forms.ModelForm):  # type: ignore[type-arg]
         # The model's clean() validates the same config again; with the form's own error
         # already on the field, it would only repeat it under a field the form lacks.
         if not self.errors:
-            super()._post_clean()
+            super()._post_clean()  # type: ignore[misc]
 
 
 class SilenceForm(forms.Form):

@@ -277,6 +277,8 @@ class AlertRule(models.Model):
                     errors[name] = "an error rate is a fraction between 0 and 1 (0.05 = 5%)"
         if self.window_minutes < 1 or self.window_minutes > 7 * 24 * 60:
             errors["window_minutes"] = "between 1 minute and 7 days"
+        if self.evaluate_every_seconds < 10:
+            errors["evaluate_every_seconds"] = "at least 10 seconds"
         if self.min_severity not in ("info", "warning", "critical"):
             errors["min_severity"] = "info, warning or critical"
         if errors:

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.access import scope_for
-from apps.alerts.models import AlertRule, AlertState
+from apps.alerts.models import LEVEL_RANK, AlertRule, AlertState
 
 RECENT_FINDINGS = timedelta(days=7)
 PANEL_ROWS = 6
@@ -33,12 +33,17 @@ def overview_panel(user: Any) -> dict[str, Any]:
         allowed = list(scope.visible_tenants() or ())
         states = states.filter(tenant__in=allowed)
         findings = findings.filter(tenant__in=allowed)
-    found = list(findings.order_by("status", "-last_seen_at")[:PANEL_ROWS])
+    # Open findings first, then the newest; critical alerts first, then the newest.
+    found = sorted(findings.order_by("-last_seen_at")[:50], key=lambda finding: finding.status != "open")[:PANEL_ROWS]
     for finding in found:
         # The dashboard filtered to the finding's slice (tenant, feature, model, ...).
-        finding.link = reverse("overview") + "?" + urlencode(sorted(finding.as_filters().items()))
+        query = urlencode(sorted(finding.as_filters().items()))
+        finding.link = f"{reverse('overview')}?{query}"  # type: ignore[attr-defined]
+    open_alerts = sorted(
+        states.select_related("rule").order_by("-opened_at")[:50], key=lambda state: -LEVEL_RANK[state.level]
+    )[:PANEL_ROWS]
     return {
-        "open_alerts": list(states.select_related("rule").order_by("-level", "-opened_at")[:PANEL_ROWS]),
+        "open_alerts": open_alerts,
         "findings": found,
         "rules": bool(rules),
         "can_edit": bool(user.is_staff or user.has_perm("alerts.change_alertrule")),

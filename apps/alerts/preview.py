@@ -76,8 +76,8 @@ def preview_rule(rule: AlertRule, now: datetime) -> Preview:
         firing = False
         hour = start
         while hour < end:
-            row = hours.get(hour)
-            level, shown = _judge_hour(rule, row, hours.get(hour - WEEK))
+            hour_row = hours.get(hour)
+            level, shown = _judge_hour(rule, hour_row, hours.get(hour - WEEK))
             if level is not None:
                 preview.judged += 1
                 if level != "ok" and not firing:

@@ -120,7 +120,7 @@ def _event_for(state: AlertState, verdict: Verdict, rule: AlertRule, now: dateti
 def _transition(rule: AlertRule, state: AlertState, verdict: Verdict, now: datetime) -> Notification | None:
     state.value, state.summary = verdict.value, verdict.summary
     event = _event_for(state, verdict, rule, now)
-    if event is None:
+    if event is None or verdict.level is None:
         return None
     changes: dict[str, Any] = {
         "version": F("version") + 1,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -24,9 +24,12 @@ from django.views.decorators.http import require_http_methods
 from apps.accounts.access import scope_for
 from apps.alerts.evaluate import judge, worst
 from apps.alerts.forms import ChannelForm, RuleForm, SilenceForm
-from apps.alerts.models import AlertRule, AlertState, Channel, Delivery, Notification, Silence
+from apps.alerts.models import LEVEL_RANK, AlertRule, AlertState, Channel, Delivery, Notification, Silence
 from apps.alerts.preview import preview_rule
 from apps.metrics.scope import Scope
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ def rule_new(request: HttpRequest) -> HttpResponse:
     if not _can(request.user, "alerts.change_alertrule"):
         return HttpResponseForbidden("You need the permission to change alert rules.")
     scope = scope_for(request.user)
-    form = _rule_form(request, scope, AlertRule(created_by=request.user))
+    form = _rule_form(request, scope, AlertRule(created_by=cast("User", request.user)))
     context: dict[str, Any] = {"form": form, "rule": None}
     if request.method == "POST" and form.is_valid():
         if request.POST.get("action") == "preview":
@@ -132,7 +135,7 @@ def rule_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 rule=rule,
                 ends_at=timezone.now() + timedelta(hours=silence_form.cleaned_data["hours"]),
                 reason=silence_form.cleaned_data["reason"],
-                created_by=request.user,
+                created_by=cast("User", request.user),
             )
             return redirect("alert-rule", rule.pk)
         context["silence_form"] = silence_form
@@ -141,7 +144,9 @@ def rule_detail(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("alerts-index")
     if request.method == "GET" and "preview" in request.GET:
         context["preview"] = preview_rule(rule, timezone.now())
-    states = visible_states(scope).filter(rule=rule).order_by("-level", "group_key")
+    states = sorted(
+        visible_states(scope).filter(rule=rule).order_by("group_key"), key=lambda state: -LEVEL_RANK[state.level]
+    )
     context.update(
         states=states,
         silences=rule.silences.filter(ends_at__gt=timezone.now()),
@@ -177,7 +182,7 @@ def channels(request: HttpRequest) -> HttpResponse:
 def channel_new(request: HttpRequest) -> HttpResponse:
     if not _can(request.user, "alerts.change_channel"):
         return HttpResponseForbidden("You need the permission to change alert channels.")
-    form = ChannelForm(request.POST or None, instance=Channel(owner=request.user))
+    form = ChannelForm(request.POST or None, instance=Channel(owner=cast("User", request.user)))
     if request.method == "POST" and form.is_valid():
         channel = form.save()
         return redirect("alert-channel", channel.pk)
