@@ -34,6 +34,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _invalid_status(request: HttpRequest, *forms: Any) -> int:
+    """400 for a submitted form with errors (and a log line naming the fields), else 200."""
+    bad = [form for form in forms if form is not None and form.is_bound and form.errors]
+    if not bad:
+        return 200
+    log.info(
+        "400 on %r: %s",
+        request.path,
+        "; ".join(f"{name}: {' '.join(errors)}" for form in bad for name, errors in form.errors.items()),
+    )
+    return 400
+
+
 def _can(user: Any, perm: str) -> bool:
     return bool(user.is_staff or user.has_perm(perm))
 
@@ -96,7 +109,7 @@ def rule_new(request: HttpRequest) -> HttpResponse:
         else:
             rule = form.save()
             return redirect("alert-rule", rule.pk)
-    return render(request, "alerts/rule.html", context)
+    return render(request, "alerts/rule.html", context, status=_invalid_status(request, form))
 
 
 def _try_out(rule: AlertRule) -> dict[str, Any]:
@@ -152,7 +165,8 @@ def rule_detail(request: HttpRequest, pk: int) -> HttpResponse:
         silences=rule.silences.filter(ends_at__gt=timezone.now()),
         notifications=_notifications(scope).filter(rule=rule)[:20],
     )
-    return render(request, "alerts/rule.html", context)
+    silence_form = context["silence_form"]
+    return render(request, "alerts/rule.html", context, status=_invalid_status(request, form, silence_form))
 
 
 def _notifications(scope: Scope) -> QuerySet[Notification]:
@@ -186,7 +200,8 @@ def channel_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         channel = form.save()
         return redirect("alert-channel", channel.pk)
-    return render(request, "alerts/channel.html", {"form": form, "channel": None})
+    context = {"form": form, "channel": None}
+    return render(request, "alerts/channel.html", context, status=_invalid_status(request, form))
 
 
 @login_required
@@ -223,4 +238,4 @@ def channel_detail(request: HttpRequest, pk: int) -> HttpResponse:
             )
         return redirect("alert-channel", channel.pk)
     context["deliveries"] = channel.deliveries.select_related("notification")[:50]
-    return render(request, "alerts/channel.html", context)
+    return render(request, "alerts/channel.html", context, status=_invalid_status(request, form))
