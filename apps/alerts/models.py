@@ -238,6 +238,17 @@ class AlertRule(models.Model):
             what = f"open {self.kind} findings at {self.min_severity} or above"
         return f"{what} ({self.describe_scope()})"
 
+    def levels_display(self) -> str:
+        """The warning / critical levels in their unit."""
+        if self.kind == self.Kind.BUDGET:
+            return f"${self.critical_threshold:,.2f} per {self.budget_period}"
+        if self.is_finding_rule:
+            return f"{self.min_severity} or above"
+        unit = {self.Kind.LATENCY: "{:g} ms", self.Kind.ERROR_RATE: "{:.1%}", self.Kind.CACHE_DROP: "{:g} points"}
+        shown = unit[self.kind]  # type: ignore[index]
+        warning = "-" if self.warning_threshold is None else shown.format(self.warning_threshold)
+        return f"{warning} / {shown.format(self.critical_threshold or 0)}"
+
     def visible_to(self, scope: Scope) -> bool:
         """A tenant-limited person sees a rule limited to their tenants, or one whose alerts
         are per tenant (finding rules are: each finding has its tenant); never a rule whose

@@ -57,6 +57,7 @@ def test_a_tenant_limited_user_sees_only_their_tenants_alerts(
     client.force_login(owner)
     page = client.get("/alerts/").content.decode()
     assert "tenant acme" in page and "tenant globex" in page and "all traffic p99" in page
+    assert "- / 20.0%" in page and "- / 1 ms" in page  # the levels in their units
 
 
 def test_editing_needs_the_permission(client: Client, teammate: Any, outsider: Any) -> None:
