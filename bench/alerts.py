@@ -22,7 +22,7 @@ commit and the query layer reads the open hour from raw spans (no rollup in betw
 is the sweep period (the longest wait for the next `alerts.evaluate_due`; rules are due every
 sweep by default) + the measured cycle + the measured delivery.
 
-The last line is `alert_cycle_s=<number>` (the steady-state cycle).
+The last line is `alert_cycle_s=<number>`: the slower of the first cycle and the steady one.
 """
 
 from __future__ import annotations
@@ -163,12 +163,10 @@ def cycle() -> tuple[float, int]:
 
 def delivery_seconds() -> float:
     """One notification delivered to a JSON webhook on loopback, claim to recorded result."""
-    from django.db import transaction
     from django.utils import timezone
 
     from apps.alerts.delivery import send_delivery
-    from apps.alerts.models import Channel, Notification
-    from apps.alerts.services import queue_deliveries
+    from apps.alerts.models import Channel, Delivery, Notification
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -188,8 +186,14 @@ def delivery_seconds() -> float:
         notification = Notification.objects.filter(rule__name__startswith="bench ").first()
         times = []
         for _ in range(5):
-            with transaction.atomic():
-                [delivery] = queue_deliveries(notification, [channel], timezone.now())
+            # The row alerts.deliver would take (queued without the broker: this measures the send).
+            delivery = Delivery.objects.create(
+                notification=notification,
+                channel=channel,
+                target=channel.target,
+                result=Delivery.Result.PENDING,
+                next_attempt_at=timezone.now(),
+            )
             began = time.perf_counter()
             sent = send_delivery(delivery.pk)
             times.append(time.perf_counter() - began)
@@ -264,7 +268,8 @@ def main() -> None:
         f"{settings.ALERTS_EVALUATE_EVERY_SECONDS} s, + cycle + delivery; evaluation reads the open hour raw)"
     )
     print(f"machine: {os.cpu_count()} cores")
-    print(f"alert_cycle_s={steady:.2f}")
+    # The figure is the first cycle of a fresh process, the slower of the two.
+    print(f"alert_cycle_s={max(cold_s, steady):.2f}")
 
 
 if __name__ == "__main__":
