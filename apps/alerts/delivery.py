@@ -298,12 +298,17 @@ def deliver_due(now: datetime | None = None, limit: int = 200) -> int:
     """Send every pending attempt due at `now` (first attempts whose message was lost,
     retries whose backoff has passed). Returns how many were sent or failed here."""
     now = now or timezone.now()
-    ids = list(
-        Delivery.objects.filter(result=Delivery.Result.PENDING, next_attempt_at__lte=now)
+    ids = due_delivery_ids(now, limit)
+    return sum(1 for delivery_id in ids if send_delivery(delivery_id, now) is not None)
+
+
+def due_delivery_ids(now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Pending attempts due at `now`, oldest first."""
+    return list(
+        Delivery.objects.filter(result=Delivery.Result.PENDING, next_attempt_at__lte=now or timezone.now())
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
-    return sum(1 for delivery_id in ids if send_delivery(delivery_id, now) is not None)
 
 
 def queue_test(channel: Channel, now: datetime | None = None) -> Delivery:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
     max_retries=3,
 )
 def evaluate_due() -> int:
-    """Evaluate the rules due now (claimed here alone), then send the deliveries that are due.
+    """Evaluate the rules due now (claimed here alone), then queue the deliveries that are due.
     Returns the notifications written."""
     started = time.monotonic()
     now = timezone.now()
@@ -43,7 +43,10 @@ def evaluate_due() -> int:
             time.monotonic() - started,
             written,
         )
-    delivery.deliver_due()
+    # Due attempts (retries, first attempts whose message was lost) go out as tasks of their
+    # own, so a slow webhook never holds up the next sweep; each is claimed when sent.
+    for delivery_id in delivery.due_delivery_ids():
+        deliver.delay(delivery_id)
     return written
 
 

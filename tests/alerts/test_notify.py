@@ -274,3 +274,15 @@ def test_channel_config_is_validated() -> None:
     ):
         with pytest.raises(ValidationError):
             validated_config(kind, config)
+
+
+def test_the_sweep_task_evaluates_due_rules_once(slow_checkout: None) -> None:
+    from apps.alerts.tasks import evaluate_due
+
+    rule = rule_with([], next_evaluation_at=NOW - timedelta(seconds=5))
+    with time_machine.travel(NOW, tick=False) as traveller:
+        assert evaluate_due() == 1  # fired
+        assert evaluate_due() == 0  # not due again yet
+        traveller.shift(timedelta(minutes=61))  # due, and past the cooldown
+        assert evaluate_due() == 1
+    assert events(rule) == [("fired", "warning"), ("repeated", "warning")]
