@@ -354,9 +354,9 @@ class Silence(models.Model):
 
     @classmethod
     def active_for(cls, state: AlertState, now: datetime) -> Silence | None:
-        scope = Q(rule=state.rule_id) | Q(rule__isnull=True, tenant=state.tenant) | Q(rule__isnull=True, tenant="")
-        if state.tenant:
-            scope |= Q(rule=state.rule_id, tenant=state.tenant)
+        # A silence covers its rule (or every rule) and its tenant (or every tenant).
+        tenants = ["", state.tenant] if state.tenant else [""]
+        scope = (Q(rule=state.rule_id) | Q(rule__isnull=True)) & Q(tenant__in=tenants)
         return cls.objects.filter(ends_at__gt=now).filter(scope).order_by("-ends_at").first()
 
 

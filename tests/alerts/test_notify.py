@@ -245,9 +245,10 @@ def test_a_silenced_rule_records_but_sends_nothing(slow_checkout: None, webhook:
         [notification] = evaluate_rules([rule], NOW)[1]
         deliver_due()
     assert notification.silenced and not Delivery.objects.exists() and webhook.requests == []
-    # A silence for another tenant does not hold this one back.
+    # Silences for another tenant (of every rule, or of this rule) do not hold this one back.
     Silence.objects.all().delete()
     Silence.objects.create(tenant="globex", ends_at=NOW + timedelta(hours=1))
+    Silence.objects.create(rule=rule, tenant="globex", ends_at=NOW + timedelta(hours=1))
     rule.critical_threshold = 8000
     rule.save()
     with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
