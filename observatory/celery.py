@@ -20,6 +20,7 @@ app.autodiscover_tasks()
 
 ROLLUP_SWEEP_EVERY = timedelta(seconds=15)
 SCRAPE_SWEEP_EVERY = timedelta(seconds=5)
+ALERTS_SWEEP_EVERY = timedelta(seconds=int(os.environ.get("ALERTS_SWEEP_SECONDS") or 30))
 
 # Beat only triggers; each task is idempotent and decides itself what is due. Minutes are
 # staggered so the hourly jobs do not start together; `expires` drops a trigger that sat in
@@ -50,5 +51,12 @@ app.conf.beat_schedule = {
         "task": "rollups.rollup_pending",
         "schedule": ROLLUP_SWEEP_EVERY,
         "options": {"expires": 2 * ROLLUP_SWEEP_EVERY.total_seconds()},
+    },
+    # Alerts: the sweep claims the rules due now (next_evaluation_at) and the delivery retries
+    # due now; the database decides, so two beats or workers never evaluate a rule twice.
+    "alerts: evaluate due rules, retry due deliveries (every ALERTS_SWEEP_SECONDS, 30 s)": {
+        "task": "alerts.evaluate_due",
+        "schedule": ALERTS_SWEEP_EVERY,
+        "options": {"expires": 2 * ALERTS_SWEEP_EVERY.total_seconds()},
     },
 }

@@ -87,6 +87,8 @@ INSTALLED_APPS = [
     "apps.api",
     "apps.insights",
     "apps.gpu",
+
+    "apps.alerts",
 ]
 
 MIDDLEWARE = [
@@ -270,6 +272,35 @@ SCRAPE_TIMEOUT_SECONDS = env_int("SCRAPE_TIMEOUT_SECONDS", 5, minimum=1)
 SCRAPE_MAX_BYTES = env_int("SCRAPE_MAX_BYTES", 16 * 1024 * 1024, minimum=1024)
 SCRAPE_MAX_BACKOFF_SECONDS = env_int("SCRAPE_MAX_BACKOFF_SECONDS", 15 * 60, minimum=1)
 SCRAPE_TARGETS_PER_SWEEP = env_int("SCRAPE_TARGETS_PER_SWEEP", 50, minimum=1)
+
+# Alerts (apps/alerts). Beat triggers `alerts.evaluate_due` every ALERTS_SWEEP_SECONDS; each
+# rule's own evaluate_every_seconds (new rules: the default below) decides when it is due. The
+# worst delay from a bad span to its notification is about the larger of the two plus one
+# evaluation cycle (docs/alerts.md).
+ALERTS_SWEEP_SECONDS = env_int("ALERTS_SWEEP_SECONDS", 30, minimum=5)
+ALERTS_EVALUATE_EVERY_SECONDS = env_int("ALERTS_EVALUATE_EVERY_SECONDS", 30, minimum=10)
+# Links in notifications point here (the address people open the dashboard at).
+ALERTS_SITE_URL = env_str("ALERTS_SITE_URL", "http://localhost:8000").rstrip("/")
+# Webhook deliveries: seconds to connect and to wait for an answer.
+ALERTS_WEBHOOK_TIMEOUT_SECONDS = env_int("ALERTS_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# A transient failure (connection error, 5xx, 429, SMTP 4xx) is retried after
+# base x 2^(attempt-1) seconds, at most ALERTS_RETRY_MAX_SECONDS, up to ALERTS_MAX_ATTEMPTS.
+ALERTS_RETRY_BASE_SECONDS = env_int("ALERTS_RETRY_BASE_SECONDS", 30, minimum=1)
+ALERTS_RETRY_MAX_SECONDS = env_int("ALERTS_RETRY_MAX_SECONDS", 30 * 60, minimum=1)
+ALERTS_MAX_ATTEMPTS = env_int("ALERTS_MAX_ATTEMPTS", 6, minimum=1)
+# This many failed attempts in a row (any notification) disable a channel.
+ALERTS_DISABLE_AFTER_FAILURES = env_int("ALERTS_DISABLE_AFTER_FAILURES", 10, minimum=1)
+
+# Email (Django's SMTP backend): alert notifications and channel notices.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Observatory <observatory@localhost>")
 
 LOGGING = {
     "version": 1,

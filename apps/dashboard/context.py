@@ -14,6 +14,20 @@ NAVIGATION = (
     ("Compare", "compare", ("compare",)),
     ("Traces", "traces", ("traces", "trace-detail")),
     ("Prices", "prices", ("prices",)),
+    (
+        "Alerts",
+        "alerts-index",
+        (
+            "alerts-index",
+            "alert-rules",
+            "alert-rule",
+            "alert-rule-new",
+            "alert-channels",
+            "alert-channel",
+            "alert-channel-new",
+            "alert-history",
+        ),
+    ),
 )
 
 

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 
 from apps.accounts.access import scope_for
 from apps.accounts.models import IngestKey
+from apps.alerts.panel import overview_panel
 from apps.dashboard import panels
 from apps.dashboard.page_reads import page_reads
 from apps.dashboard.params import BadParameter, check_text, default_params, filter_bar_context, parse_params
@@ -97,6 +98,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     head = panels.headline(params, scope)
     context: dict[str, Any] = {**filter_bar_context(params), **empty_state_context(request), "head": head}
     if head.has_data:
+        context["alerts_panel"] = overview_panel(request.user)
         context.update(
             charts=[
                 panels.cost_by(params, scope, "feature"),

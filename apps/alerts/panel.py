@@ -1,0 +1,50 @@
+"""The overview's "Open alerts and recent findings" panel.
+
+Scoped like every figure: a tenant-limited person sees the open alerts of rules visible to
+them and about their own tenants, and the findings of their tenants. A finding with tenant
+'' (not one tenant's: a provider's model change seen across tenants) is shown only to people
+who see every tenant, because its evidence may mix tenants' traffic.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.accounts.access import scope_for
+from apps.alerts.models import LEVEL_RANK, AlertRule, AlertState
+
+RECENT_FINDINGS = timedelta(days=7)
+PANEL_ROWS = 6
+
+
+def overview_panel(user: Any) -> dict[str, Any]:
+    from apps.insights.models import Finding
+
+    scope = scope_for(user)
+    rules = [rule for rule in AlertRule.objects.all() if rule.visible_to(scope)]
+    states = AlertState.objects.filter(rule__in=[rule.pk for rule in rules]).exclude(level="ok")
+    findings = Finding.objects.filter(last_seen_at__gte=timezone.now() - RECENT_FINDINGS)
+    if scope.limited:
+        allowed = list(scope.visible_tenants() or ())
+        states = states.filter(tenant__in=allowed)
+        findings = findings.filter(tenant__in=allowed)
+    # Open findings first, then the newest; critical alerts first, then the newest.
+    found = sorted(findings.order_by("-last_seen_at")[:50], key=lambda finding: finding.status != "open")[:PANEL_ROWS]
+    for finding in found:
+        # The dashboard filtered to the finding's slice (tenant, feature, model, ...).
+        query = urlencode(sorted(finding.as_filters().items()))
+        finding.link = f"{reverse('overview')}?{query}"  # type: ignore[attr-defined]
+    open_alerts = sorted(
+        states.select_related("rule").order_by("-opened_at")[:50], key=lambda state: -LEVEL_RANK[state.level]
+    )[:PANEL_ROWS]
+    return {
+        "open_alerts": open_alerts,
+        "findings": found,
+        "rules": bool(rules),
+        "can_edit": bool(user.is_staff or user.has_perm("alerts.change_alertrule")),
+    }
