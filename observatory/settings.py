@@ -8,7 +8,7 @@ import dj_database_url
 from kombu import Exchange, Queue
 
 from observatory import embedded
-from observatory.env import env_bool, env_int, env_list, env_str
+from observatory.env import ConfigError, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "apps.metrics",
     "apps.dashboard",
     "apps.api",
+    "apps.reports",
 ]
 
 MIDDLEWARE = [
@@ -181,6 +182,31 @@ FEATURE_ATTRIBUTE_KEYS = env_list(
 FEATURE_FALLBACK_ATTRIBUTE = env_str("FEATURE_FALLBACK_ATTRIBUTE", "service.name")
 # The self-hosted serving tier: provider name and model for vLLM spans that carry none.
 VLLM_SERVED_MODEL = env_str("VLLM_SERVED_MODEL", "")
+
+# Email: the weekly cost review (apps/reports). Sent over SMTP by a Celery worker on the
+# `email` queue, never from a web request.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ConfigError("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: STARTTLS on 587 or implicit TLS on 465")
+# Seconds an SMTP connection may block a worker; a timeout is retried like any transient error.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Observatory <observatory@localhost>")
+# Where people reach this dashboard: every link in an email is absolute, built on it.
+PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Charts as inline PNG images (plotly + kaleido driving Chromium); false (or no Chromium)
+# gives HTML/CSS bars only.
+REVIEW_CHART_IMAGES = env_bool("REVIEW_CHART_IMAGES", True)
+REVIEW_CHROMIUM = env_str("REVIEW_CHROMIUM", "/usr/bin/chromium")
+# A failed send is retried this many times, backing off from a minute to an hour.
+REVIEW_SEND_RETRIES = env_int("REVIEW_SEND_RETRIES", 6, minimum=0)
+# How many features x models are listed as the week's top movers each way.
+REVIEW_TOP_MOVERS = env_int("REVIEW_TOP_MOVERS", 3, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include("apps.api.urls")),
+    path("reviews/", include("apps.reports.urls")),
     path("", include("apps.telemetry.urls")),
     path("", include("apps.dashboard.urls")),
 ]

@@ -14,6 +14,7 @@ NAVIGATION = (
     ("Compare", "compare", ("compare",)),
     ("Traces", "traces", ("traces", "trace-detail")),
     ("Prices", "prices", ("prices",)),
+    ("Reviews", "reports:reviews", ("reviews", "review-detail", "review-preview", "review-settings")),
 )
 
 
