@@ -24,7 +24,16 @@ from django.urls import reverse
 from apps.metrics.query import Scope
 from apps.reports import charts as chart_images
 from apps.reports.figures import Line, WeekFigures, dashboard_link, ratio_change
-from apps.reports.formatting import UNKNOWN, count, duration_ms, money, percent, signed_money, signed_percent
+from apps.reports.formatting import (
+    UNKNOWN,
+    count,
+    duration_ms,
+    money,
+    percent,
+    plural,
+    signed_money,
+    signed_percent,
+)
 from apps.reports.narrative import what_changed
 
 UNSUBSCRIBE_SALT = "reports.unsubscribe"
@@ -188,11 +197,13 @@ def _rows(lines: list[Line], bars: bool = True) -> list[dict[str, Any]]:
         {
             "label": line.label,
             "url": absolute(line.link),
-            "cost": money(line.cost) if line.cost is not None or not line.requests else UNKNOWN,
+            # A line of unpriced calls only has an unknown cost, not a zero one.
+            "cost": UNKNOWN if line.requests and line.unpriced == line.requests else money(line.cost),
             "previous": money(line.previous_cost) if line.previous_requests else "-",
-            "change": signed_money(line.cost_change),
+            "change": UNKNOWN if line.requests and line.unpriced == line.requests else signed_money(line.cost_change),
             "change_ratio": signed_percent(line.cost_change_ratio) if line.previous_requests else "new",
             "requests": count(line.requests),
+            "requests_text": plural(line.requests, "request"),
             "unpriced": line.unpriced,
             "bar": chart_images.bar_width(line.cost, largest) if bars else 0,
         }

@@ -9,7 +9,7 @@ UNKNOWN = "unknown"
 
 
 def money(value: Decimal | float | None) -> str:
-    """$1,210 from $100 up, $12.34 from $1, $0.0123 below (small weekly costs stay readable)."""
+    """$1,210 from $100 up, $12.34 from 10 cents, $0.0123 below (per-task costs stay readable)."""
     if value is None:
         return UNKNOWN
     amount = Decimal(value)
@@ -17,7 +17,7 @@ def money(value: Decimal | float | None) -> str:
     amount = abs(amount)
     if amount >= 100:
         return f"{sign}${amount.quantize(Decimal(1), ROUND_HALF_UP):,}"
-    if amount >= 1 or amount == 0:
+    if amount >= Decimal("0.1") or amount == 0:
         return f"{sign}${amount.quantize(Decimal('0.01'), ROUND_HALF_UP):,}"
     return f"{sign}${amount.quantize(Decimal('0.0001'), ROUND_HALF_UP)}"
 
@@ -41,6 +41,16 @@ def signed_percent(value: float | None) -> str:
     shown = value * 100
     text = f"{shown:+.1f}%" if abs(shown) < 1 else f"{shown:+.0f}%"
     return "0%" if text in ("+0.0%", "-0.0%") else text
+
+
+def size(value: float) -> str:
+    """An unsigned percentage for a sentence that already says which way: "rose 34%"."""
+    shown = abs(value) * 100
+    return f"{shown:.1f}%" if shown < 1 else f"{shown:.0f}%"
+
+
+def plural(number: int, word: str) -> str:
+    return f"{number:,} {word}{'' if number == 1 else 's'}"
 
 
 def duration_ms(value: float | None) -> str:

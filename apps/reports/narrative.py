@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from apps.reports.figures import Line, WeekFigures, ratio_change
-from apps.reports.formatting import duration_ms, money, percent, signed_percent
+from apps.reports.formatting import duration_ms, money, percent, plural, signed_percent, size
 
 # Below these a change is "steady": week-to-week noise is not news.
 STEADY_COST = 0.02
@@ -86,8 +86,8 @@ def _volume_sentence(figures: WeekFigures) -> str:
     if volume is None or unit is None or (abs(volume) < STEADY_COST and abs(unit) < STEADY_COST):
         return ""
     return (
-        f"Requests {_moved(volume)} {signed_percent(volume)} to {requests:,}, and cost per 1,000 requests "
-        f"{_moved(unit)} {signed_percent(unit)} to {money(figures.totals['cost_per_1k_requests'])}."
+        f"Requests {_moved(volume)} {size(volume)} to {requests:,}, and cost per 1,000 requests "
+        f"{_moved(unit)} {size(unit)} to {money(figures.totals['cost_per_1k_requests'])}."
     )
 
 
@@ -100,7 +100,7 @@ def _latency_sentence(figures: WeekFigures) -> str:
     for metric, name in (("e2e_ms_p95", "p95 latency"), ("ttft_ms_p95", "p95 time to first token")):
         change = ratio_change(figures.totals[metric], figures.previous[metric])
         if change is not None and abs(change) >= LATENCY_NEWS:
-            parts.append(f"{name} {_moved(change)} {signed_percent(change)} to {duration_ms(figures.totals[metric])}")
+            parts.append(f"{name} {_moved(change)} {size(change)} to {duration_ms(figures.totals[metric])}")
     if not parts:
         return ""
     text = "; ".join(parts) + "."
@@ -118,9 +118,10 @@ def _unpriced_sentence(figures: WeekFigures) -> str:
     unpriced, requests = figures.totals["cost_unknown_requests"] or 0, figures.totals["requests"]
     if not unpriced:
         return ""
+    verb = "is" if unpriced == 1 else "are"
     return (
-        f"{unpriced:,} calls ({percent(unpriced / requests, 1)}) had no known price and are not in the "
-        "cost figures: add their models on the Prices page."
+        f"{plural(unpriced, 'call')} ({percent(unpriced / requests, 1)}) had no known price and {verb} not in "
+        "the cost figures: add their models on the Prices page."
     )
 
 
