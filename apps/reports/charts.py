@@ -41,10 +41,10 @@ class Chart:
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
     # A white card in light and dark mail clients alike: the PNG carries its own background.
     return {
-        "title": {"text": title, "font": {"size": 15}, "x": 0.02},
+        "title": {"text": title, "font": {"size": 16}, "x": 0.02},
         "paper_bgcolor": "#ffffff",
         "plot_bgcolor": "#ffffff",
-        "font": {"family": "Helvetica, Arial, sans-serif", "size": 12, "color": "#1f2937"},
+        "font": {"family": "Helvetica, Arial, sans-serif", "size": 14, "color": "#1f2937"},
         "margin": {"l": 60, "r": 16, "t": 44, "b": 36},
         "legend": {"orientation": "h", "y": -0.18, "x": 0},
         "barmode": "group",

@@ -123,17 +123,17 @@ def _call(
     return trace.spans
 
 
-def two_weeks_of_traffic(project: Project) -> None:
+def two_weeks_of_traffic(project: Project, week: ReviewWeek = WEEK) -> None:
     """The week before: acme's support-chat on gpt-4o-mini, globex's search. This week: acme's
     support-chat moves to claude-sonnet-4-5 on Tuesday and costs more; globex's search grows a
     little, with one unpriced call and one failure."""
     spans: list[Any] = []
-    before = WEEK.previous.start
+    before = week.previous.start
     for n in range(10):
         spans += _call(before + timedelta(hours=10 + 14 * n), "acme", "support-chat", "gpt-4o-mini", "0.10")
     for n in range(5):
         spans += _call(before + timedelta(hours=11 + 30 * n), "globex", "search", "gpt-4o-mini", "0.05")
-    start = WEEK.start
+    start = week.start
     for n in range(4):
         spans += _call(start + timedelta(hours=1 + 5 * n), "acme", "support-chat", "gpt-4o-mini", "0.10")
     for n in range(10):
