@@ -237,7 +237,8 @@ def build_message(
             "Auto-Submitted": "auto-generated",
         },
     )
-    message.mixed_subtype = "related"
+    # The HTML and the images it references travel together (multipart/related).
+    message.mixed_subtype = "related"  # type: ignore[attr-defined]  # Django 5.2 has it; the stubs do not
     message.attach_alternative(html, "text/html")
     from email.mime.image import MIMEImage
 

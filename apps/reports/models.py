@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import connection, models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.reports.weeks import WEEKDAYS, ReviewWeek, next_send_time, zone
@@ -66,8 +67,11 @@ class ReviewSubscription(models.Model):
         """Create the default (enabled) subscription of every active staff user who has none."""
         missing = get_user_model().objects.filter(is_active=True, is_staff=True, review_subscription__isnull=True)
         now = timezone.now()
-        rows = [cls(user=user, enabled=True, next_send_at=next_send_time(now, 0, 8, "UTC")) for user in missing]
-        cls.objects.bulk_create(rows, ignore_conflicts=True)
+        rows = [
+            ReviewSubscription(user=user, enabled=True, next_send_at=next_send_time(now, 0, 8, "UTC"))
+            for user in missing
+        ]
+        ReviewSubscription.objects.bulk_create(rows, ignore_conflicts=True)
         return len(rows)
 
     def reschedule(self, after: datetime | None = None) -> None:
@@ -107,7 +111,7 @@ class WeeklyReview(models.Model):
     message_id = models.CharField(max_length=300, db_default="")
     attempts = models.PositiveIntegerField(db_default=0)
     last_error = models.TextField(db_default="", blank=True)
-    claimed_at = models.DateTimeField(db_default=models.functions.Now())
+    claimed_at = models.DateTimeField(db_default=Now())
     lease_until = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 

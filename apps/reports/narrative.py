@@ -55,7 +55,7 @@ def _driver(figures: WeekFigures, delta: Decimal) -> str:
     same_way = [line for line in figures.features if (line.cost_change or 0) * delta > 0]
     if not same_way:
         return ""
-    top = max(same_way, key=lambda line: abs(line.cost_change or 0))
+    top = max(same_way, key=lambda line: abs(line.cost_change or Decimal(0)))
     share = float((top.cost_change or 0) / delta)
     if share < DRIVER_SHARE:
         return ""
@@ -76,7 +76,7 @@ def _driver(figures: WeekFigures, delta: Decimal) -> str:
 
 def _largest(lines: list[Line], delta: Decimal) -> Line | None:
     same_way = [line for line in lines if (line.cost_change or 0) * delta > 0]
-    return max(same_way, key=lambda line: abs(line.cost_change or 0)) if same_way else None
+    return max(same_way, key=lambda line: abs(line.cost_change or Decimal(0))) if same_way else None
 
 
 def _volume_sentence(figures: WeekFigures) -> str:

@@ -26,15 +26,17 @@ log = logging.getLogger(__name__)
 
 @login_required
 def archive(request: HttpRequest) -> HttpResponse:
-    reviews = WeeklyReview.objects.filter(user=request.user).order_by("-starts_at")[:104]
-    subscription = ReviewSubscription.for_user(request.user)
+    user: Any = request.user
+    reviews = WeeklyReview.objects.filter(user=user).order_by("-starts_at")[:104]
+    subscription = ReviewSubscription.for_user(user)
     return render(request, "reports/archive.html", {"reviews": reviews, "subscription": subscription})
 
 
 @login_required
 def review_detail(request: HttpRequest, review_id: int) -> HttpResponse:
     # A reader sees only their own reviews, staff anyone's (as support does).
-    reviews = WeeklyReview.objects.all() if request.user.is_staff else WeeklyReview.objects.filter(user=request.user)
+    user: Any = request.user
+    reviews = WeeklyReview.objects.all() if user.is_staff else WeeklyReview.objects.filter(user=user)
     review = get_object_or_404(reviews, pk=review_id)
     images = [Image(image.content_id, image.alt, bytes(image.png)) for image in review.images.all()]
     return render(

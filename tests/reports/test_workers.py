@@ -34,7 +34,13 @@ WAIT_S = 90
 
 
 @pytest.fixture
-def email_workers(transactional_db: None, broker_url: str, smtp: Sink, settings: Any, tmp_path: Path) -> Iterator[list[Worker]]:  # noqa: F811
+def email_workers(
+    transactional_db: None,
+    broker_url: str,  # noqa: F811
+    smtp: Sink,
+    settings: Any,
+    tmp_path: Path,
+) -> Iterator[list[Worker]]:
     from django.db import connection
 
     env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict), "REDIS_URL": broker_url,
@@ -79,7 +85,12 @@ def wait_until(workers: list[Worker], condition: Any, what: str) -> None:
 
 
 def test_two_beats_and_two_workers_send_each_user_one_email(
-    owner: Any, teammate: Any, outsider: Any, smtp: Sink, email_workers: list[Worker], broker_url: str  # noqa: F811
+    owner: Any,
+    teammate: Any,
+    outsider: Any,
+    smtp: Sink,
+    email_workers: list[Worker],
+    broker_url: str,  # noqa: F811
 ) -> None:
     now = datetime.now(UTC)
     week = ReviewWeek.last_complete(now)
