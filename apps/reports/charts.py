@@ -29,6 +29,7 @@ PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 WIDTH, HEIGHT, SCALE = 600, 260, 2
 THIS_WEEK, LAST_WEEK = "#2563eb", "#94a3b8"
 FEATURES_SHOWN = 8
+TABS = 2
 
 
 @dataclass(frozen=True)
@@ -130,23 +131,28 @@ def render_png(charts: list[Chart]) -> list[bytes | None]:
 async def _render(charts: list[Chart]) -> list[bytes | None]:
     import kaleido
 
-    out: list[bytes | None] = []
+    out: list[bytes | None] = [None] * len(charts)
+
+    async def one(renderer: Any, number: int) -> None:
+        chart = charts[number]
+        layout = chart.figure["layout"]
+        options = {"format": "png", "width": WIDTH, "height": layout.get("height", HEIGHT), "scale": SCALE}
+        try:
+            out[number] = await renderer.calc_fig(chart.figure, opts=options)
+        except Exception:
+            log.warning("chart %s could not be rendered; the email shows HTML bars", chart.name, exc_info=True)
+
     try:
-        # mathjax=False and the installed plotly.js: the machine may have no network.
+        # mathjax=False and the installed plotly.js: the machine may have no network. TABS
+        # pages render at once (kaleido queues the rest), so Chromium's own processes keep
+        # the cores busy while Python waits.
         async with kaleido.Kaleido(
-            n=1, timeout=60, mathjax=False, plotlyjs=str(PLOTLY_JS), path=settings.REVIEW_CHROMIUM
+            n=TABS, timeout=60, mathjax=False, plotlyjs=str(PLOTLY_JS), path=settings.REVIEW_CHROMIUM
         ) as renderer:
-            for chart in charts:
-                layout = chart.figure["layout"]
-                options = {"format": "png", "width": WIDTH, "height": layout.get("height", HEIGHT), "scale": SCALE}
-                try:
-                    out.append(await renderer.calc_fig(chart.figure, opts=options))
-                except Exception:
-                    log.warning("chart %s could not be rendered; the email shows HTML bars", chart.name, exc_info=True)
-                    out.append(None)
+            await asyncio.gather(*(one(renderer, number) for number in range(len(charts))))
     except Exception:
         log.warning("Chromium could not be started for chart images; the email shows HTML bars", exc_info=True)
-    return out + [None] * (len(charts) - len(out))
+    return out
 
 
 def bar_width(value: Decimal | None, largest: Decimal | None) -> int:

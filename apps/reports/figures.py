@@ -45,6 +45,7 @@ TOTAL_METRICS = (
 # feature x model rows (one query instead of three).
 BREAKDOWN_METRICS = ("cost_usd", "cost_unknown_requests", "requests")
 UNATTRIBUTED_LABEL = "(unattributed)"
+UNKNOWN_MODEL = "(unknown model)"
 
 
 def add_money(values: Iterable[Decimal | None]) -> Decimal | None:
@@ -167,8 +168,12 @@ def week_figures(scope: Scope, week: ReviewWeek) -> WeekFigures:
         results["pairs"],
         results["previous_pairs"],
         ("feature", "provider", "model"),
-        lambda key: f"{key[0] or UNATTRIBUTED_LABEL} on {key[2]}",
-        lambda key: dashboard_link("feature-detail", week, key[0], model=key[2]) if key[0] else _list_link(week),
+        lambda key: f"{key[0] or UNATTRIBUTED_LABEL} on {key[2] or UNKNOWN_MODEL}",
+        lambda key: (
+            dashboard_link("feature-detail", week, key[0], **({"model": key[2]} if key[2] else {}))
+            if key[0]
+            else dashboard_link("features", week)
+        ),
     )
     features = _lines(
         _summed(results["pairs"], ("feature",)),
@@ -181,8 +186,8 @@ def week_figures(scope: Scope, week: ReviewWeek) -> WeekFigures:
         _summed(results["pairs"], ("provider", "model")),
         _summed(results["previous_pairs"], ("provider", "model")),
         ("provider", "model"),
-        lambda key: f"{key[1]} ({key[0]})",
-        lambda key: dashboard_link("model-detail", week, key[0], key[1]),
+        lambda key: f"{key[1] or UNKNOWN_MODEL} ({key[0] or 'unknown provider'})",
+        lambda key: dashboard_link("model-detail", week, *key) if all(key) else dashboard_link("models", week),
     )
     tenants = _lines(
         results["tenants"],
@@ -207,10 +212,6 @@ def week_figures(scope: Scope, week: ReviewWeek) -> WeekFigures:
     )
     first_seen_days(figures)
     return figures
-
-
-def _list_link(week: ReviewWeek) -> str:
-    return dashboard_link("features", week)
 
 
 def _utc_midnight(moment: datetime) -> bool:
@@ -275,7 +276,8 @@ def first_seen_days(figures: WeekFigures, limit: int = 2) -> None:
     """
     week = figures.week
     tz = zone(week.timezone)
-    new_pairs = [line for line in figures.pairs if line.is_new and (line.cost_change or 0) > 0][:limit]
+    new_pairs = [line for line in figures.pairs if line.is_new and (line.cost_change or 0) > 0 and all(line.key)]
+    new_pairs = new_pairs[:limit]
     for line in new_pairs:
         feature, provider, model = line.key
         query = Query(

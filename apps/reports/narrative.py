@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from apps.reports.figures import Line, WeekFigures, ratio_change
+from apps.reports.figures import UNKNOWN_MODEL, Line, WeekFigures, ratio_change
 from apps.reports.formatting import duration_ms, money, percent, plural, signed_percent, size
 
 # Below these a change is "steady": week-to-week noise is not news.
@@ -67,7 +67,7 @@ def _driver(figures: WeekFigures, delta: Decimal) -> str:
             model = max(new, key=lambda line: line.cost_change or 0)
             day = figures.first_seen.get(model.key)
             when = f" on {day:%a}" if day else ""
-            return f"{lead} moving to {model.key[2]}{when}"
+            return f"{lead} moving to {model.key[2] or UNKNOWN_MODEL}{when}"
     model_line = _largest(pairs, delta)
     if model_line is not None and model_line.key[2]:
         return f"{lead}, mostly on {model_line.key[2]}"
