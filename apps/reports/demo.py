@@ -20,7 +20,10 @@ HOST, PORT = "127.0.0.1", 1025
 
 def smtp_sink(maildir: Path, host: str = HOST, port: int = PORT) -> Controller:
     """A started SMTP server on loopback that keeps every message in a Maildir; `.stop()` it."""
-    maildir.mkdir(parents=True, exist_ok=True)
+    maildir.parent.mkdir(parents=True, exist_ok=True)
+    if not (maildir / "new").is_dir():
+        for sub in ("tmp", "new", "cur"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
     controller = Controller(Mailbox(maildir), hostname=host, port=port)
     controller.start()
     return controller

@@ -169,3 +169,26 @@ def test_the_sweep_moves_each_subscription_to_its_next_send_time(
     assert subscription.next_send_at.isoformat() == "2026-11-30T07:00:00+00:00"
     # Not due again before then: a second sweep claims nothing.
     assert delivery.sweep(NOW + timedelta(minutes=15)).ready == []
+
+
+def test_the_send_task_retries_then_gives_up_visibly(
+    owner: Any, teammate: Any, settings: Any, traffic: None, at_now: Any, smtp: Sink
+) -> None:
+    from apps.reports.tasks import send_review
+
+    subscribe(owner)
+    subscribe(teammate)
+    first, second = delivery.sweep(NOW).ready
+    # Eagerly applied, a retry runs again at once: two refusals, then the third try is sent.
+    smtp.refuse = 2
+    result = send_review.apply(args=[first])
+    assert result.state == "SUCCESS" and result.result == delivery.SendOutcome.SENT
+    assert WeeklyReview.objects.get(pk=first).attempts == 3
+    # Out of retries: the review fails for good, visibly, instead of retrying forever.
+    settings.REVIEW_SEND_RETRIES = 1
+    smtp.refuse = 5
+    result = send_review.apply(args=[second])
+    assert result.result == delivery.SendOutcome.FAILED
+    review = WeeklyReview.objects.get(pk=second)
+    assert review.status == WeeklyReview.Status.FAILED and "451" in review.last_error and review.attempts == 2
+    assert [message["To"] for message in (item.message for item in smtp.received)] == ["owner@example.com"]
