@@ -114,6 +114,9 @@ def review_context(user: Any, figures: WeekFigures, rendered: RenderedCharts) ->
     up, down = figures.movers(settings.REVIEW_TOP_MOVERS)
     largest_day = max(cost or Decimal(0) for day in figures.days for cost in (day.cost, day.previous_cost))
     cost_change = ratio_change(totals["cost_usd"], previous["cost_usd"])
+    # Still to come, each as context keys here and a section in the templates (marked there):
+    # the week's drift findings, regressions and alerts (apps/insights, apps/alerts), and
+    # the self-hosted vs API cost split (apps/gpu).
     return {
         "user": user,
         "week": week,

@@ -76,7 +76,7 @@ def due_subscriptions(now: datetime) -> list[ReviewSubscription]:
 
 @dataclass
 class SweepResult:
-    ready: list[int]  # built and stored by this sweep, to be sent
+    ready: list[int]  # built by this sweep, or built earlier and stranded: to be sent
     skipped: int  # due, but the (user, week) was already claimed (another beat or worker)
     failed: int
     scopes: int
@@ -153,10 +153,13 @@ def store(review_id: int, user: Any, composed: ComposedReview) -> None:
 def sweep(now: datetime | None = None) -> SweepResult:
     now = now or timezone.now()
     ReviewSubscription.subscribe_staff()
+    stranded_sends = WeeklyReview.stranded_sends(now)
     claims, due = claim_due(now)
+    skipped = due - len(claims)
+    claims += [(review.pk, review.user, review.review_week) for review in WeeklyReview.reclaim_stranded_builds(now)]
     cache = BuildCache()
     ready, failed = build_claimed(claims, cache)
-    return SweepResult(ready=ready, skipped=due - len(claims), failed=failed, scopes=len(cache.figures))
+    return SweepResult(ready=ready + stranded_sends, skipped=skipped, failed=failed, scopes=len(cache.figures))
 
 
 # SMTP replies that will not change on a retry: the recipient or sender is refused, or the

@@ -20,6 +20,9 @@ from apps.reports.weeks import WEEKDAYS, ReviewWeek, next_send_time, zone
 # How long a worker owns a review it is sending; past it another worker may take it over
 # (the first was killed mid-send). Longer than an SMTP conversation can last.
 SEND_LEASE = timedelta(minutes=10)
+# A claimed review not built after this long was being built by a worker that died: the next
+# sweep builds it again. A built review not sent after this long lost its send message.
+STRANDED_AFTER = timedelta(minutes=30)
 
 
 def validate_timezone(value: str) -> None:
@@ -143,6 +146,26 @@ class WeeklyReview(models.Model):
             )
             row = cur.fetchone()
         return int(row[0]) if row else None
+
+    @classmethod
+    def reclaim_stranded_builds(cls, now: datetime) -> list[WeeklyReview]:
+        """Claimed reviews left unbuilt by a dead worker, each re-claimed by exactly one sweep."""
+        won = []
+        stale = cls.objects.filter(status=cls.Status.CLAIMED, claimed_at__lt=now - STRANDED_AFTER)
+        for review in stale.select_related("user"):
+            # Conditional on the claim time read: two sweeps cannot both take it over.
+            taken = cls.objects.filter(pk=review.pk, status=cls.Status.CLAIMED, claimed_at=review.claimed_at)
+            if taken.update(claimed_at=now) == 1:
+                won.append(review)
+        return won
+
+    @classmethod
+    def stranded_sends(cls, now: datetime) -> list[int]:
+        """Built reviews whose send never ran or whose sender died: queue them again (a
+        duplicate send task finds the review taken or sent and does nothing)."""
+        ready = Q(status=cls.Status.READY, claimed_at__lt=now - STRANDED_AFTER)
+        dead_sender = Q(status=cls.Status.SENDING, lease_until__lt=now)
+        return list(cls.objects.filter(ready | dead_sender).values_list("pk", flat=True))
 
     @classmethod
     def take_for_sending(cls, review_id: int) -> bool:

@@ -77,3 +77,23 @@ def test_a_lease_left_by_a_killed_sender_runs_out(owner: Any) -> None:
     with time_machine.travel(lease_until + SEND_LEASE / 10, tick=False):
         assert WeeklyReview.take_for_sending(review_id)
     assert WeeklyReview.objects.get(pk=review_id).attempts == 2
+
+
+def test_a_review_stranded_by_a_dead_worker_is_built_and_sent_by_a_later_sweep(owner: Any) -> None:
+    from datetime import timedelta
+
+    from apps.reports import delivery
+    from apps.reports.models import STRANDED_AFTER
+
+    claimed = WeeklyReview.claim(owner.pk, WEEK)  # a worker claimed it, then died before building
+    assert claimed is not None
+    now = WEEK.end + timedelta(hours=9)
+    WeeklyReview.objects.filter(pk=claimed).update(claimed_at=now)  # the database's clock, travelled
+    early = delivery.sweep(now - STRANDED_AFTER + timedelta(minutes=1))  # too soon to call it dead
+    assert claimed not in early.ready
+    result = delivery.sweep(now + STRANDED_AFTER + timedelta(minutes=1))
+    assert claimed in result.ready
+    assert WeeklyReview.objects.get(pk=claimed).status == WeeklyReview.Status.READY
+    # Built but its send message lost: a later sweep queues it again; sending it stays once.
+    later = delivery.sweep(now + 3 * STRANDED_AFTER)
+    assert later.ready == [claimed]
