@@ -50,3 +50,29 @@ def test_the_html_part_reads_in_light_dark_and_narrow_clients(
     assert (background == "rgb(11, 17, 32)") == (scheme == "dark"), background
     screenshot(page, f"weekly-review-{name}")
     context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_preview_page_shows_the_email_as_sent(
+    browser: Any,  # noqa: F811
+    live_server: Any,
+    outsider: Any,
+    traffic: None,
+    at_now: Any,
+) -> None:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(outsider)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("response", lambda reply: reply.status >= 400 and problems.append(f"{reply.status} {reply.url}"))
+    page.goto(f"{live_server.url}/reviews/preview/?week={WEEK.label}", wait_until="load")
+    frame = page.frame_locator("iframe")
+    assert frame.locator("h1").inner_text() == "16-22 Nov 2026"
+    assert "covering tenant globex" in frame.locator("body").inner_text()
+    assert "acme" not in page.content() and problems == []
+    screenshot(page, "weekly-review-preview-page")
+    context.close()
