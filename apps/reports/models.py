@@ -150,7 +150,7 @@ class WeeklyReview(models.Model):
     @classmethod
     def reclaim_stranded_builds(cls, now: datetime) -> list[WeeklyReview]:
         """Claimed reviews left unbuilt by a dead worker, each re-claimed by exactly one sweep."""
-        won = []
+        won: list[WeeklyReview] = []
         stale = cls.objects.filter(status=cls.Status.CLAIMED, claimed_at__lt=now - STRANDED_AFTER)
         for review in stale.select_related("user"):
             # Conditional on the claim time read: two sweeps cannot both take it over.

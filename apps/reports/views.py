@@ -62,14 +62,13 @@ def preview(request: HttpRequest) -> HttpResponse:
         if not request.user.is_staff:
             raise Http404("only staff preview other users' reviews")
         user = get_object_or_404(get_user_model(), username=request.GET["user"])
-    subscription = ReviewSubscription.for_user(user)
+    # Read, not created: a preview changes nobody's subscription.
+    subscription = ReviewSubscription.objects.filter(user=user).first()
+    zone = subscription.timezone if subscription else "UTC"
     now = timezone.now()
     try:
-        week = (
-            ReviewWeek.parse(request.GET["week"], subscription.timezone)
-            if request.GET.get("week")
-            else ReviewWeek.last_complete(now, subscription.timezone)
-        )
+        asked = request.GET.get("week")
+        week = ReviewWeek.parse(asked, zone) if asked else ReviewWeek.last_complete(now, zone)
     except ValueError as exc:
         return render(request, "reports/review.html", {"error": str(exc)}, status=400)
     if week.end > now:
@@ -132,11 +131,19 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         subscribed = bool(subscription and subscription.enabled)
         return render(request, "reports/unsubscribe.html", {"token": token, "subscribed": subscribed})
     if subscription is None:
+        if not get_user_model().objects.filter(pk=user_id).exists():
+            # The account is gone, and with it every subscription: nothing left to stop.
+            return _unsubscribed(request)
+        # A row that says "off" also keeps the sweep from subscribing a staff user again.
         subscription = ReviewSubscription(user_id=user_id)
     subscription.enabled = False
     subscription.save()
     log.info("user %s unsubscribed from the weekly review (%s)", user_id,
              "one-click" if request.POST.get("List-Unsubscribe") == "One-Click" else "page")  # fmt: skip
+    return _unsubscribed(request)
+
+
+def _unsubscribed(request: HttpRequest) -> HttpResponse:
     if request.POST.get("List-Unsubscribe") == "One-Click":
         return HttpResponse("Unsubscribed.\n", content_type="text/plain")
     return render(request, "reports/unsubscribe.html", {"done": True})

@@ -94,6 +94,12 @@ def test_one_click_unsubscribe_and_the_confirmation_page(owner: Any, at_now: Any
     assert done.status_code == 200
     assert not ReviewSubscription.objects.get(user=owner).enabled
     assert delivery.due_subscriptions(NOW) == []
+    # A staff user who unsubscribed is not subscribed again by the sweep's staff default.
+    ReviewSubscription.subscribe_staff()
+    assert not ReviewSubscription.objects.get(user=owner).enabled
+    # The link of an account deleted since: nothing to stop, no error.
+    gone = f"/reviews/unsubscribe/{unsubscribe_token(owner.pk + 1000)}/"
+    assert anonymous.post(gone, {"List-Unsubscribe": "One-Click"}).status_code == 200
 
 
 def test_a_forged_unsubscribe_token_is_a_400(owner: Any, caplog: pytest.LogCaptureFixture) -> None:
