@@ -12,7 +12,7 @@ import pytest
 
 from apps.reports import delivery
 from apps.reports.models import ReviewSubscription, WeeklyReview
-from tests.reports.conftest import NOW, PUBLIC_URL, Sink
+from tests.reports.conftest import NOW, PUBLIC_URL, WEEK, Sink
 
 pytestmark = pytest.mark.django_db
 
@@ -192,3 +192,13 @@ def test_the_send_task_retries_then_gives_up_visibly(
     review = WeeklyReview.objects.get(pk=second)
     assert review.status == WeeklyReview.Status.FAILED and "451" in review.last_error and review.attempts == 2
     assert [message["To"] for message in (item.message for item in smtp.received)] == ["owner@example.com"]
+
+
+def test_without_a_working_renderer_the_charts_are_html_bars(
+    owner: Any, settings: Any, traffic: None, at_now: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.REVIEW_CHART_IMAGES = True
+    settings.REVIEW_CHROMIUM = "/bin/false"  # there, but no browser
+    composed = delivery.BuildCache().review(owner, WEEK)
+    assert composed.images == [] and "cid:" not in composed.html and 'class="fill"' in composed.html
+    assert "HTML bars" in caplog.text
