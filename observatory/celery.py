@@ -59,4 +59,12 @@ app.conf.beat_schedule = {
         "schedule": ALERTS_SWEEP_EVERY,
         "options": {"expires": 2 * ALERTS_SWEEP_EVERY.total_seconds()},
     },
+    # Each subscriber picks a weekday, hour and time zone; the sweep sends the reviews that
+    # are due (ReviewSubscription.next_send_at) and claims each (user, week) once, so a
+    # second beat or a late trigger sends nothing twice.
+    "reports: send the weekly cost reviews that are due (every 15 min)": {
+        "task": "reports.send_due_reviews",
+        "schedule": crontab(minute="3,18,33,48"),
+        "options": {"expires": 10 * 60},
+    },
 }

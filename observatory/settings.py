@@ -87,8 +87,8 @@ INSTALLED_APPS = [
     "apps.api",
     "apps.insights",
     "apps.gpu",
-
     "apps.alerts",
+    "apps.reports",
 ]
 
 MIDDLEWARE = [
@@ -291,16 +291,30 @@ ALERTS_MAX_ATTEMPTS = env_int("ALERTS_MAX_ATTEMPTS", 6, minimum=1)
 # This many failed attempts in a row (any notification) disable a channel.
 ALERTS_DISABLE_AFTER_FAILURES = env_int("ALERTS_DISABLE_AFTER_FAILURES", 10, minimum=1)
 
-# Email (Django's SMTP backend): alert notifications and channel notices.
+# Email: alert notifications, channel notices and the weekly cost review. Sent over SMTP by a Celery worker on the
+# `email` queue, never from a web request.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
-EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
-EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
-EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ConfigError("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: STARTTLS on 587 or implicit TLS on 465")
+# Seconds an SMTP connection may block a worker; a timeout is retried like any transient error.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Observatory <observatory@localhost>")
+# Where people reach this dashboard: every link in an email is absolute, built on it.
+PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Charts as inline PNG images (plotly + kaleido driving Chromium); false (or no Chromium)
+# gives HTML/CSS bars only.
+REVIEW_CHART_IMAGES = env_bool("REVIEW_CHART_IMAGES", True)
+REVIEW_CHROMIUM = env_str("REVIEW_CHROMIUM", "/usr/bin/chromium")
+# A failed send is retried this many times, backing off from a minute to an hour.
+REVIEW_SEND_RETRIES = env_int("REVIEW_SEND_RETRIES", 6, minimum=0)
+# How many features x models are listed as the week's top movers each way.
+REVIEW_TOP_MOVERS = env_int("REVIEW_TOP_MOVERS", 3, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -28,6 +28,7 @@ NAVIGATION = (
             "alert-history",
         ),
     ),
+    ("Reviews", "reports:reviews", ("reviews", "review-detail", "review-preview", "review-settings")),
 )
 
 
