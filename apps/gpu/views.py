@@ -21,8 +21,9 @@ from apps.telemetry.views import (
     JSON,
     PROTOBUF,
     Rejection,
+    _check_media_type,
+    _content_type,
     _error_response,
-    _media_type,
     _unavailable,
     authenticate,
     read_body,
@@ -51,7 +52,7 @@ def _success_response(rejected: list[str], media_type: str) -> HttpResponse:
 
 @csrf_exempt
 def receive_metrics(request: HttpRequest) -> HttpResponse:
-    media_type = _media_type(request)
+    media_type, charset = _content_type(request)
     remote = request.META.get("REMOTE_ADDR", "?")
     try:
         if request.method != "POST":
@@ -60,8 +61,7 @@ def receive_metrics(request: HttpRequest) -> HttpResponse:
             caller = authenticate(request)
         except (OperationalError, InterfaceError) as exc:
             raise _unavailable(exc) from None
-        if media_type not in (PROTOBUF, JSON):
-            raise Rejection(415, f"unsupported Content-Type {media_type or '(none)'!r}: send {PROTOBUF} or {JSON}")
+        _check_media_type(media_type, charset)
         body = read_body(request)
         try:
             points, rejected = decoder_for(media_type)(body, point_limits())
