@@ -57,6 +57,8 @@ UNITS_PER_USD = 10**10
 MICROS_PER_USD = 10**6  # GpuPrice.usd_per_gpu_hour has 6 decimal places
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 SPAN_KIND_SERVER = 2
+# The pool of self-hosted calls that reached no engine: no GPU, $0 each.
+UNSERVED_POOL = "(no engine)"
 _LOCK_CLASS = 7_310_201  # pg_advisory_xact_lock(class, key): one (project, interval) at a time
 
 
@@ -203,7 +205,22 @@ LEFT JOIN LATERAL (
 ) AS c ON true
 WHERE s.project_id = %(project)s AND s.is_llm AND s.kind = {SPAN_KIND_SERVER} AND s.provider = ANY(%(providers)s)
   AND s.start_time >= %(lookback)s AND s.start_time < %(end)s
-  AND coalesce(s.prefill_ms, 0) + coalesce(s.decode_ms, 0) > 0
+"""
+
+# Self-hosted calls that never reached the engine (a rejected request: vLLM writes no
+# llm_request span) used no GPU time: they are attributed $0 in the interval they start in,
+# so no self-hosted call is left "cost unknown". A server span arriving later (late data)
+# makes it an ordinary request on the next recompute.
+_UNSERVED_SQL = f"""
+SELECT s.trace_id, s.span_id, s.start_time
+FROM telemetry_span AS s
+WHERE s.project_id = %(project)s AND s.is_llm AND s.kind <> {SPAN_KIND_SERVER} AND s.provider = ANY(%(providers)s)
+  AND s.start_time >= %(start)s AND s.start_time < %(end)s
+  AND (s.cost_source = '{ATTRIBUTED}' OR s.cost_usd IS NULL)
+  AND NOT EXISTS (
+      SELECT 1 FROM telemetry_span AS c
+      WHERE c.trace_id = s.trace_id AND c.parent_span_id = s.span_id AND c.is_llm AND c.kind = {SPAN_KIND_SERVER}
+        AND c.start_time >= %(start)s - interval '1 minute' AND c.start_time < %(end)s + interval '1 hour')
 """
 
 
@@ -231,7 +248,11 @@ def read_requests(project_id: int, start: datetime, end: datetime, instances: In
         for trace_id, span_id, span_start, instance, queue_ms, prefill_ms, decode_ms, carrier, carrier_start in cur:
             work_from = _us(span_start) + round(queue_ms * 1000)
             work_to = work_from + round((prefill_ms + decode_ms) * 1000)
-            if work_to <= start_us or work_from >= end_us:
+            if work_to == work_from:
+                # No time in the model (aborted in the queue): $0, in the interval it ended in.
+                if not start_us <= work_from < end_us:
+                    continue
+            elif work_to <= start_us or work_from >= end_us:
                 continue
             out.append(
                 Request(
@@ -244,6 +265,10 @@ def read_requests(project_id: int, start: datetime, end: datetime, instances: In
                     work_to_us=min(work_to, end_us),
                 )
             )
+        cur.execute(_UNSERVED_SQL, {**params, "start": start})
+        for trace_id, span_id, span_start in cur.fetchall():
+            # Its own pool is unknown (no server span names an instance); it carries $0 anyway.
+            out.append(Request(trace_id, span_id, span_id, span_start, UNSERVED_POOL, _us(start), _us(start)))
     return out
 
 
@@ -315,6 +340,10 @@ def attribute_pool(
     ordered = sorted(requests, key=lambda r: (str(r.trace_id), r.span_id))
     works = [r.work_to_us - r.work_from_us for r in ordered]
     result.busy_us = busy_us((r.work_from_us, r.work_to_us) for r in ordered)
+    if pool == UNSERVED_POOL and not gpus:
+        result.shares = [(r, 0, 0) for r in ordered]
+        result.attributed_units, result.idle_units = 0, 0
+        return result
     if not gpus or result.unpriced_gpus:
         # No GPU reported (nothing known to share) or one has no price: the cost is unknown,
         # and so stay the requests' shares of it; the interval row says why.

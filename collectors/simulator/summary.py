@@ -61,6 +61,8 @@ class SimulationSummary:
     validation_failures: int = 0  # requests that gave up: root error.type=validation_failed
     exported_spans: int = 0
     failed_spans: int = 0  # spans in batches the exporter gave up on
+    metric_points: int = 0  # GPU and vLLM metric points exported (serving.py)
+    failed_metric_exports: int = 0
     elapsed_s: float = 0.0
     totals: UsageTotals = field(default_factory=UsageTotals)
     per_tenant: dict[str, UsageTotals] = field(default_factory=dict)

@@ -322,3 +322,20 @@ def test_gpu_energy_across_a_counter_reset_is_hand_computed(project: Any, t0: da
     ingest_points(project.id, points, rejected)
     # From t0 + 11 s: 250 - 100 = 150, then the restart's 40.
     assert increase_total(project.id, "hw.energy", t0 + timedelta(seconds=11), t0 + timedelta(seconds=300)) == 190.0
+
+
+def test_calls_that_used_no_gpu_time_cost_a_known_zero(project: Any, h100_price: GpuPrice, t0: datetime) -> None:
+    gpu_samples(project.id, "vllm-0", [("GPU-a", H100)], [t0])
+    traffic = Traffic(project.id)
+    # Aborted in the queue: a server span with no time in the model.
+    aborted = traffic.call(t0 + timedelta(seconds=10), 30, 0)
+    # Rejected before the engine: no server span at all.
+    rejected = traffic.call(t0 + timedelta(seconds=50), 0, 1, only="client")
+    served = traffic.call(t0 + timedelta(seconds=100), 0, 30)
+    attribute_interval(project.id, t0)
+    assert cost_of(aborted[0], aborted[1]) == (Decimal("0"), ATTRIBUTED)
+    assert cost_of(rejected[0], rejected[1]) == (Decimal("0"), ATTRIBUTED)
+    # The one that ran: $0.30 x 30/300.
+    assert cost_of(served[0], served[1]) == (Decimal("0.03"), ATTRIBUTED)
+    pool = CostInterval.objects.get(project=project, start=t0, gpu_instance="vllm-0")
+    assert (pool.attributed_usd, pool.idle_usd) == (Decimal("0.03"), Decimal("0.27"))
