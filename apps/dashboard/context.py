@@ -14,6 +14,7 @@ NAVIGATION = (
     ("Compare", "compare", ("compare",)),
     ("Traces", "traces", ("traces", "trace-detail")),
     ("Prices", "prices", ("prices",)),
+    ("GPU tier", "gpu-tier", ("gpu-tier", "gpu-compare")),
 )
 
 
