@@ -37,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -235,7 +236,7 @@ def read_gpus(project_id: int, start: datetime, end: datetime) -> list[Gpu]:
 
 
 def read_requests(project_id: int, start: datetime, end: datetime, instances: InstanceMap) -> list[Request]:
-    params = {
+    params: dict[str, Any] = {
         "project": project_id,
         "providers": sorted(SELF_HOSTED_PROVIDERS),
         "lookback": start - MAX_REQUEST,

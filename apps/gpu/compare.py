@@ -92,9 +92,10 @@ def compare(start: datetime, end: datetime, scope: Scope, idle_usd: Decimal | No
     fully_loaded = per_mtok(self_hosted_cost + idle_usd, self_hosted_tokens) if idle_usd is not None else None
     book = PriceBook.current()
     for row in rows:
-        entry = by_feature.get(row["feature"])
-        if entry is None or is_self_hosted(row["provider"]):
+        found = by_feature.get(row["feature"])
+        if found is None or is_self_hosted(row["provider"]):
             continue
+        entry = found
         tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
         price = book.price_for(row["provider"], row["model"], end)
         moved_here = None

@@ -85,7 +85,7 @@ INSTANCE_LABEL = "coalesce(s.resource ->> 'service.instance.id', s.resource ->> 
 
 
 def _rows(sql: str, label: str, name: str, w: Window) -> list[tuple[datetime, str, float, int]]:
-    params = {"step": w.step, "epoch": EPOCH, "name": name, "start": w.start, "end": w.end}
+    params: dict[str, Any] = {"step": w.step, "epoch": EPOCH, "name": name, "start": w.start, "end": w.end}
     with connection.cursor() as cur:
         cur.execute(sql.format(label=label), params)
         return [(t, lab, float(v), int(n)) for t, lab, v, n in cur.fetchall() if v is not None]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -91,7 +92,7 @@ def claim(project_id: int, now: datetime) -> AttributionCursor | None:
 
 
 def late_intervals(cursor: AttributionCursor, now: datetime) -> set[datetime]:
-    params = {
+    params: dict[str, Any] = {
         "project": cursor.project_id,
         "seconds": interval_seconds(),
         "since": now - timedelta(hours=settings.GPU_LATE_LOOKBACK_HOURS),
@@ -119,7 +120,7 @@ def sweep_project(project_id: int, now: datetime | None = None) -> SweepResult:
         book, instances = GpuPriceBook.load(), InstanceMap.for_project(project_id)
         late = sorted(late_intervals(cursor, now))
         due_until = floor_interval(now - timedelta(seconds=settings.GPU_COST_GRACE_SECONDS), seconds)
-        due = []
+        due: list[datetime] = []
         moment = cursor.computed_until
         while moment + timedelta(seconds=seconds) <= due_until and len(due) < settings.GPU_INTERVALS_PER_SWEEP:
             due.append(moment)

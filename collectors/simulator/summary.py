@@ -109,7 +109,8 @@ class SimulationSummary:
         lines = [
             f"sent {self.traces:,} traces, {self.spans:,} spans ({self.llm_spans:,} LLM spans, "
             f"{self.vllm_server_spans:,} vLLM server spans) in {self.elapsed_s:.1f} s (seed {self.seed})",
-            f"export: {self.exported_spans:,} spans accepted, {self.failed_spans:,} failed",
+            f"export: {self.exported_spans:,} spans accepted, {self.failed_spans:,} failed; "
+            f"{self.metric_points:,} GPU / vLLM metric points, {self.failed_metric_exports:,} failed exports",
             f"failures: {t.failed_traces:,} failed requests, {t.failed_llm_calls:,} failed calls, "
             f"{self.rate_limited_calls:,} rate limited, {self.resends:,} resends, "
             f"{self.validation_retries:,} validation retries, {self.validation_failures:,} gave up",
