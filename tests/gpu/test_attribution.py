@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from apps.gpu.attribution import ATTRIBUTED, attribute_interval, floor_interval, split_units
+from apps.gpu.attribution import ATTRIBUTED, attribute_interval, split_units
 from apps.gpu.ingest import ingest_points, point_limits
 from apps.gpu.models import AttributionCursor, CostInterval, CostShare, GpuPrice, ServingInstance
 from apps.gpu.reads import increase_total
@@ -36,20 +36,6 @@ def _interval(settings: Any) -> None:
     settings.GPU_COST_INTERVAL_SECONDS = 300
     settings.GPU_PRICE_PROVIDER = "test"
     settings.GPU_COST_GRACE_SECONDS = 0
-
-
-@pytest.fixture
-def t0() -> datetime:
-    """The start of an interval two hours ago (inside every retention and lookback)."""
-    return floor_interval(datetime.now(UTC) - timedelta(hours=2), 300)
-
-
-@pytest.fixture
-def h100_price(db: None) -> GpuPrice:
-    return GpuPrice.objects.create(
-        provider="test", gpu_model_pattern="NVIDIA H100.*", effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-        usd_per_gpu_hour=Decimal("3.60"),
-    )  # fmt: skip
 
 
 def ns(moment: datetime) -> int:
