@@ -206,6 +206,9 @@ LEFT JOIN LATERAL (
 ) AS c ON true
 WHERE s.project_id = %(project)s AND s.is_llm AND s.kind = {SPAN_KIND_SERVER} AND s.provider = ANY(%(providers)s)
   AND s.start_time >= %(lookback)s AND s.start_time < %(end)s
+  -- the work ends by the span's end: only spans still open at the interval's start, so the
+  -- parent probes run for this interval's requests, not the whole hour looked back over
+  AND s.end_time >= %(start)s
 """
 
 # Self-hosted calls that never reached the engine (a rejected request: vLLM writes no
@@ -240,6 +243,7 @@ def read_requests(project_id: int, start: datetime, end: datetime, instances: In
         "project": project_id,
         "providers": sorted(SELF_HOSTED_PROVIDERS),
         "lookback": start - MAX_REQUEST,
+        "start": start,
         "end": end,
     }
     start_us, end_us = _us(start), _us(end)
@@ -266,7 +270,7 @@ def read_requests(project_id: int, start: datetime, end: datetime, instances: In
                     work_to_us=min(work_to, end_us),
                 )
             )
-        cur.execute(_UNSERVED_SQL, {**params, "start": start})
+        cur.execute(_UNSERVED_SQL, params)
         for trace_id, span_id, span_start in cur.fetchall():
             # Its own pool is unknown (no server span names an instance); it carries $0 anyway.
             out.append(Request(trace_id, span_id, span_id, span_start, UNSERVED_POOL, _us(start), _us(start)))
