@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 SPAN_KIND_SERVER = 2
 # The pool of self-hosted calls that reached no engine: no GPU, $0 each.
 UNSERVED_POOL = "(no engine)"
-_LOCK_CLASS = 7_310_201  # pg_advisory_xact_lock(class, key): one (project, interval) at a time
+_LOCK_CLASS = 7_310_201  # pg_advisory_xact_lock(class, project): one recompute per project at a time
 
 
 def interval_seconds() -> int:
@@ -421,8 +420,10 @@ def attribute_interval(
     book = book or GpuPriceBook.load()
     instances = instances or InstanceMap.for_project(project_id)
     with transaction.atomic(), connection.cursor() as cur:
-        key = zlib.crc32(f"{project_id}:{_us(start)}".encode()) - 2**31
-        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_CLASS, key])
+        # One recompute of a project at a time: two intervals can share a request (work across
+        # their boundary), and each re-sums that request's shares; a concurrent pair would each
+        # miss the other's uncommitted share. The sweep runs a project's intervals in turn anyway.
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_CLASS, project_id % 2**31])
         gpus_by_pool: dict[str, list[Gpu]] = defaultdict(list)
         for gpu in read_gpus(project_id, start, end):
             gpus_by_pool[gpu.pool].append(gpu)
