@@ -125,8 +125,14 @@ def sweep_project(project_id: int, now: datetime | None = None) -> SweepResult:
         while moment + timedelta(seconds=seconds) <= due_until and len(due) < settings.GPU_INTERVALS_PER_SWEEP:
             due.append(moment)
             moment += timedelta(seconds=seconds)
-        for start in [*late, *due]:
+        for start in late:
             result.spans_changed += attribute_interval(project_id, start, book=book, instances=instances).spans_changed
+        for start in due:
+            result.spans_changed += attribute_interval(project_id, start, book=book, instances=instances).spans_changed
+            # Progress is kept interval by interval: a sweep stopped by its time limit resumes here.
+            AttributionCursor.objects.filter(project_id=project_id).update(
+                computed_until=start + timedelta(seconds=seconds)
+            )
         result.late, result.due = len(late), len(due)
         with transaction.atomic():
             AttributionCursor.objects.filter(project_id=project_id).update(
