@@ -6,8 +6,9 @@ the row with a conditional UPDATE on its lease (exactly one row, or another work
 so a killed worker holds nothing past the lease.
 
 - **Due**: intervals that closed GPU_COST_GRACE_SECONDS ago (late samples get that long),
-  oldest first, at most GPU_INTERVALS_PER_SWEEP a sweep (a fresh install catches up over
-  GPU_ATTRIBUTION_BACKFILL_DAYS in steps).
+  oldest first, at most GPU_INTERVALS_PER_SWEEP a sweep. A project's first sweep starts at
+  its first GPU sample of the last GPU_ATTRIBUTION_BACKFILL_DAYS (+ 1) days and catches up in
+  steps.
 - **Late**: an LLM span or a GPU presence point received since the watermark whose time
   falls in an interval already attributed (a span: every interval its [start, end]
   overlaps; its trace's server span lies inside it) re-attributes that interval, up to
@@ -78,7 +79,7 @@ class SweepResult:
 
 def claim(project_id: int, now: datetime) -> AttributionCursor | None:
     """The project's cursor, leased to this worker; None when another worker holds it."""
-    start = floor_interval(now - timedelta(days=settings.GPU_ATTRIBUTION_BACKFILL_DAYS))
+    start = _first_interval(project_id, now)
     AttributionCursor.objects.get_or_create(project_id=project_id, defaults={"computed_until": start, "watermark": now})
     with connection.cursor() as cur:
         cur.execute(
@@ -89,6 +90,21 @@ def claim(project_id: int, now: datetime) -> AttributionCursor | None:
         if cur.rowcount != 1:
             return None
     return AttributionCursor.objects.get(project_id=project_id)
+
+
+def _first_interval(project_id: int, now: datetime) -> datetime:
+    """Where a project's attribution starts: its first GPU sample of the backfill window (a
+    day more, so a backfill that began just before the first sweep is covered whole)."""
+    since = now - timedelta(days=settings.GPU_ATTRIBUTION_BACKFILL_DAYS + 1)
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT min(p.time) FROM gpu_metric_series AS s JOIN gpu_metric_point AS p "
+            "ON p.project_id = s.project_id AND p.series_id = s.series_id "
+            "WHERE s.project_id = %s AND s.name = ANY(%s) AND p.time >= %s",
+            [project_id, list(PRESENCE_SERIES), since],
+        )
+        first = cur.fetchone()[0]
+    return floor_interval(first if first is not None else now)
 
 
 def late_intervals(cursor: AttributionCursor, now: datetime) -> set[datetime]:

@@ -57,3 +57,12 @@ def test_a_leased_cursor_is_left_to_its_worker_until_the_lease_runs_out(project:
     later = now + LEASE + timedelta(seconds=1)
     assert not sweep_project(project.id, later).skipped
     assert AttributionCursor.objects.get(project=project).computed_until > t0
+
+
+def test_a_projects_first_sweep_starts_at_its_first_gpu_sample(project: Any, h100_price: Any, t0: datetime) -> None:
+    gpu_samples(project.id, "vllm-0", [("GPU-a", H100)], [t0 + timedelta(seconds=7), t0 + timedelta(seconds=400)])
+    call = Traffic(project.id).call(t0 + timedelta(seconds=10), 0, 30)
+    result = sweep_project(project.id)
+    assert result.due >= 20
+    assert CostInterval.objects.filter(project=project).order_by("start").first().start == t0  # type: ignore[union-attr]
+    assert cost_of(call[0], call[1]) == (Decimal("0.03"), "attributed")
