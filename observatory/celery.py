@@ -21,6 +21,7 @@ app.autodiscover_tasks()
 ROLLUP_SWEEP_EVERY = timedelta(seconds=15)
 SCRAPE_SWEEP_EVERY = timedelta(seconds=5)
 ALERTS_SWEEP_EVERY = timedelta(seconds=int(os.environ.get("ALERTS_SWEEP_SECONDS") or 30))
+GPU_COST_SWEEP_EVERY = timedelta(minutes=1)
 
 # Beat only triggers; each task is idempotent and decides itself what is due. Minutes are
 # staggered so the hourly jobs do not start together; `expires` drops a trigger that sat in
@@ -43,6 +44,13 @@ app.conf.beat_schedule = {
         "task": "gpu.scrape_endpoints",
         "schedule": SCRAPE_SWEEP_EVERY,
         "options": {"expires": 2 * SCRAPE_SWEEP_EVERY.total_seconds()},
+    },
+    # Each project's AttributionCursor decides which intervals are due (closed + grace) and
+    # which late spans or samples re-open; a trigger still queued after a period is dropped.
+    "gpu: attribute GPU cost of due intervals to requests (every minute)": {
+        "task": "gpu.attribute_costs",
+        "schedule": GPU_COST_SWEEP_EVERY,
+        "options": {"expires": GPU_COST_SWEEP_EVERY.total_seconds()},
     },
     # Ingest notes the hours that gained spans (DirtyHour); the sweep recomputes them, so the
     # pages lag the receiver by about this period. A trigger still queued after two periods

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 from observatory import embedded
@@ -272,6 +273,19 @@ SCRAPE_TIMEOUT_SECONDS = env_int("SCRAPE_TIMEOUT_SECONDS", 5, minimum=1)
 SCRAPE_MAX_BYTES = env_int("SCRAPE_MAX_BYTES", 16 * 1024 * 1024, minimum=1024)
 SCRAPE_MAX_BACKOFF_SECONDS = env_int("SCRAPE_MAX_BACKOFF_SECONDS", 15 * 60, minimum=1)
 SCRAPE_TARGETS_PER_SWEEP = env_int("SCRAPE_TARGETS_PER_SWEEP", 50, minimum=1)
+# Self-hosted cost (apps.gpu.attribution, docs/gpu.md "Self-hosted cost"): GPU cost is
+# attributed per interval of this many seconds (a divisor of 3600); an interval is attributed
+# once it closed this many seconds ago (late samples and spans); data arriving up to
+# GPU_LATE_LOOKBACK_HOURS after its interval re-attributes it. GPUs are priced from the
+# GpuPrice rows of GPU_PRICE_PROVIDER unless a ServingInstance row names another.
+GPU_COST_INTERVAL_SECONDS = env_int("GPU_COST_INTERVAL_SECONDS", 300, minimum=60)
+if 3600 % GPU_COST_INTERVAL_SECONDS:
+    raise ImproperlyConfigured("GPU_COST_INTERVAL_SECONDS must divide 3600 (60, 120, 300, 600, 900, 1800, 3600)")
+GPU_COST_GRACE_SECONDS = env_int("GPU_COST_GRACE_SECONDS", 120, minimum=0)
+GPU_LATE_LOOKBACK_HOURS = env_int("GPU_LATE_LOOKBACK_HOURS", 24, minimum=1)
+GPU_ATTRIBUTION_BACKFILL_DAYS = env_int("GPU_ATTRIBUTION_BACKFILL_DAYS", 7, minimum=0)
+GPU_INTERVALS_PER_SWEEP = env_int("GPU_INTERVALS_PER_SWEEP", 600, minimum=1)
+GPU_PRICE_PROVIDER = env_str("GPU_PRICE_PROVIDER", "lambda")
 
 # Alerts (apps/alerts). Beat triggers `alerts.evaluate_due` every ALERTS_SWEEP_SECONDS; each
 # rule's own evaluate_every_seconds (new rules: the default below) decides when it is due. The

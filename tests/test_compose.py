@@ -25,9 +25,11 @@ DEVELOPMENT_ONLY = {
 ENV_EXAMPLE = ROOT / ".env.example"
 SETTINGS = ROOT / "observatory" / "settings.py"
 
-SERVICES = {"postgres", "redis", "migrate", "web", "collector", "worker", "beat"}
+SERVICES = {"postgres", "redis", "migrate", "web", "collector", "otlp-grpc", "worker", "beat"}
 # The services that run Observatory's own image, configured through the x-app anchor.
-APP_SERVICES = {"migrate", "web", "collector", "worker", "beat"}
+APP_SERVICES = {"migrate", "web", "collector", "otlp-grpc", "worker", "beat"}
+# `docker compose --profile gpu up`: the serving tier, on GPU hosts only.
+GPU_PROFILE = {"vllm", "gpu-sampler"}
 # Interpolated by compose itself (the postgres service and the app's DATABASE_URL), not read
 # by settings.py; it must still be in .env.example, since compose refuses to start without it.
 COMPOSE_ONLY_VARIABLES = {"POSTGRES_PASSWORD"}
@@ -106,6 +108,43 @@ def test_ports_published(services: dict[str, dict[str, Any]], name: str, port: s
     assert (port, port) in published_ports(services[name])
     command = services[name]["command"]
     assert f"0.0.0.0:{port}" in command, f"{name} publishes {port} but gunicorn binds elsewhere: {command}"
+
+
+def test_otlp_grpc_runs_outside_any_profile(services: dict[str, dict[str, Any]]) -> None:
+    service = services["otlp-grpc"]
+    assert "profiles" not in service, "any SDK may export over gRPC: the receiver is not GPU-only"
+    assert service["command"] == ["python", "manage.py", "otlp_grpc", "--port", "4317"]
+    assert ("4317", "4317") in published_ports(service)
+
+
+def test_gpu_profile(services: dict[str, dict[str, Any]]) -> None:
+    profiled = {name for name, service in services.items() if "gpu" in service.get("profiles", [])}
+    assert profiled == GPU_PROFILE, "only the serving tier is in the gpu profile; the rest always runs"
+    vllm = services["vllm"]
+    assert vllm["image"].startswith("vllm/vllm-openai:")
+    flags = " ".join(vllm["command"])
+    assert "--model=${VLLM_MODEL" in flags, "the served model comes from the environment"
+    # Its spans reach our gRPC receiver, with queue / prefill / decode times.
+    assert "--otlp-traces-endpoint=grpc://otlp-grpc:4317" in flags and "--collect-detailed-traces=all" in flags
+    assert "otlp-grpc" in vllm["depends_on"]
+    environment = vllm["environment"]
+    assert environment["OTEL_EXPORTER_OTLP_TRACES_INSECURE"] == "true"
+    assert environment["OTEL_EXPORTER_OTLP_TRACES_HEADERS"].startswith("x-observatory-key=${OBSERVATORY_INGEST_KEY")
+    # Spans and GPU samples name the same serving instance, so attribution can join them.
+    assert "service.instance.id=vllm-0" in environment["OTEL_RESOURCE_ATTRIBUTES"]
+    sampler = " ".join(services["gpu-sampler"]["command"])
+    assert "collectors.gpu_sampler" in sampler and "--instance vllm-0" in sampler
+    assert "http://collector:4318/v1/metrics" in sampler and "requirements-gpu.in" in sampler
+    for name in GPU_PROFILE:
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["capabilities"] == ["gpu"], f"{name} does not reserve the GPUs"
+
+
+def test_gpu_packages_stay_optional() -> None:
+    default = (ROOT / "requirements.in").read_text() + (ROOT / "requirements.lock").read_text()
+    assert not re.search(r"^(vllm|nvidia-ml-py)\b", default, re.MULTILINE)
+    optional = (ROOT / "requirements-gpu.in").read_text()
+    assert re.search(r"^nvidia-ml-py==", optional, re.MULTILINE) and re.search(r"^vllm==", optional, re.MULTILINE)
 
 
 @pytest.mark.parametrize("name", ["worker", "beat"])

@@ -29,6 +29,7 @@ NAVIGATION = (
         ),
     ),
     ("Reviews", "reports:reviews", ("reviews", "review-detail", "review-preview", "review-settings")),
+    ("GPU tier", "gpu-tier", ("gpu-tier", "gpu-compare")),
 )
 
 

@@ -25,3 +25,19 @@ def maintain_partitions() -> dict[str, int]:
         retention_days=settings.METRIC_RETENTION_DAYS, ahead_days=settings.METRIC_PARTITIONS_AHEAD_DAYS
     )
     return {"created": len(created), "dropped": len(dropped)}
+
+
+@shared_task(name="gpu.attribute_costs")
+def attribute_costs() -> dict[str, int]:
+    """Attribute the GPU cost of due intervals, and redo those that late data changed
+    (each project's cursor is claimed with a lease; see apps.gpu.sweep)."""
+    from apps.gpu.sweep import sweep
+
+    results = sweep()
+    return {
+        "projects": sum(1 for r in results if not r.skipped),
+        "busy": sum(1 for r in results if r.skipped),
+        "intervals": sum(r.due for r in results),
+        "late_intervals": sum(r.late for r in results),
+        "spans_changed": sum(r.spans_changed for r in results),
+    }

@@ -28,9 +28,9 @@ PROVIDER_ALIASES: dict[str, str] = {
     "mistralai": MISTRAL,
 }
 
-# Self-hosted serving tiers: priced from GPU-hours (GPU price catalog x measured GPU time),
-# not from a per-token catalog, by a later issue. Token pricing leaves their spans alone and
-# the unpriced listing does not nag about them.
+# Self-hosted serving tiers: priced from GPU-hours (GPU price catalog x measured GPU time,
+# apps.gpu.attribution), not from a per-token catalog. Token pricing leaves their spans alone
+# and the unpriced listing does not nag about them.
 SELF_HOSTED_PROVIDERS: frozenset[str] = frozenset({"vllm"})
 
 

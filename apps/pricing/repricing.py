@@ -93,6 +93,8 @@ WHERE s.is_llm
   AND seg.provider = s.provider
   AND seg.model = {_SPAN_MODEL_SQL}
   AND s.start_time >= seg.seg_from AND s.start_time < seg.seg_to
+  -- a share of self-hosted GPU time (apps.gpu.attribution) is not a catalog price
+  AND s.cost_source IS DISTINCT FROM 'attributed'
   AND (s.price_id IS DISTINCT FROM ({_NEW_PRICE_ID}) OR s.cost_usd IS DISTINCT FROM ({_NEW_COST}))
 """
 

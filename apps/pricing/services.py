@@ -36,8 +36,8 @@ def price_spans(spans: Sequence[CanonicalSpan], book: PriceBook | None = None) -
       it sent one, with price_id None since no row of ours made the number; otherwise
       cost unknown (None, never 0), and price_id still names the matching row if there is
       one, so the unpriced listing shows only models that lack a price.
-    - Self-hosted spans (provider vllm) are left alone: a later issue prices them from
-      GPU-hours, shared among the requests each GPU served.
+    - Self-hosted spans (provider vllm) are left alone: apps.gpu.attribution prices them
+      from GPU-hours, shared among the requests each GPU served (cost_source 'attributed').
     """
     if book is None:
         book = PriceBook.current()

@@ -64,6 +64,10 @@ class Span(models.Model):
     supplied_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, null=True)
     cost_usd = models.DecimalField(max_digits=20, decimal_places=10, null=True)
     price = models.ForeignKey("pricing.Price", on_delete=models.DO_NOTHING, db_constraint=False, null=True)
+    # Where cost_usd came from when no price row made it: NULL = priced at ingest (price_id,
+    # or the instrumentation's supplied cost); 'attributed' = a share of self-hosted GPU time
+    # (apps.gpu.attribution), which re-pricing leaves alone.
+    cost_source = models.TextField(null=True)
 
     prompt_chars = models.IntegerField(null=True)
     completion_chars = models.IntegerField(null=True)

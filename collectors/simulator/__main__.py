@@ -20,6 +20,7 @@ from collectors.simulator.runner import (
     PROTOCOLS,
     Simulator,
 )
+from collectors.simulator.serving import DEFAULT_SAMPLE_S
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REQUESTS_PER_DAY,
         help="backfill requests per day across all tenants (default %(default)s)",
     )
+    parser.add_argument(
+        "--no-serving-metrics", action="store_true",
+        help="send spans only: no simulated GPU samples or vLLM series to ENDPOINT/v1/metrics",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sample-seconds", type=int, default=DEFAULT_SAMPLE_S, metavar="S",
+        help=f"seconds between simulated GPU and vLLM samples (default {DEFAULT_SAMPLE_S})",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, help="seed the random draws (default: random; printed in the summary)")
     parser.add_argument(
         "--incident", action="append", default=[], metavar="SPEC", help="NAME:TARGET@START[..END], repeatable"
@@ -74,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--backfill-days must be positive")
     if args.rate <= 0:
         parser.error("--rate must be positive")
+    if args.sample_seconds < 1:
+        parser.error("--sample-seconds must be at least 1")
     if not args.key:
         print("warning: no --key given; the receiver will likely answer 401", file=sys.stderr)
     # The exporter logs each retry (503 + Retry-After) and each dropped batch: worth seeing.
@@ -83,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sim = Simulator(
             args.endpoint, args.key, protocol=args.protocol, seed=args.seed, incidents=args.incident, now=now,
-            gzip=args.gzip,
+            gzip=args.gzip, serving_metrics=not args.no_serving_metrics, sample_s=args.sample_seconds,
         )  # fmt: skip
     except ValueError as error:
         parser.error(str(error))
@@ -107,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         summary = sim.close()
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.format())
-    return 1 if summary.failed_spans else 0
+    return 1 if summary.failed_spans or summary.failed_metric_exports else 0
 
 
 if __name__ == "__main__":

@@ -248,3 +248,26 @@ VLLM_INSTANCES: tuple[tuple[str, bool], ...] = (("vllm-0", False), ("vllm-1", Fa
 def heaviest_feature(tenant: str) -> str:
     """The feature a tenant uses most: where a runaway client would hurt the bill."""
     return max(TENANTS[tenant].features, key=lambda fw: fw[1])[0]
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedGpu:
+    """A GPU of the simulated serving tier, as NVML would name it."""
+
+    uuid: str
+    model: str
+    memory_bytes: int
+    idle_watts: float
+    max_watts: float
+
+
+H100_SXM = "NVIDIA H100 80GB HBM3"
+A100_SXM = "NVIDIA A100-SXM4-80GB"
+_GIB = 1024**3
+# The GPUs each vLLM instance runs on (one GPU each: an 8B model fits); the legacy replica is
+# on an older A100. The shipped GPU price catalog prices both (provider lambda by default).
+VLLM_GPUS: dict[str, tuple[SimulatedGpu, ...]] = {
+    "vllm-0": (SimulatedGpu("GPU-3f6c2a0e-8d1b-4b7e-9c55-0a1d2e3f4a50", H100_SXM, 80 * _GIB, 70.0, 700.0),),
+    "vllm-1": (SimulatedGpu("GPU-9a4e7b21-5c3d-4f60-8e19-1b2c3d4e5f61", H100_SXM, 80 * _GIB, 70.0, 700.0),),
+    "vllm-legacy-0": (SimulatedGpu("GPU-c1d2e3f4-0a9b-4c8d-a7e6-2f3a4b5c6d72", A100_SXM, 80 * _GIB, 55.0, 400.0),),
+}

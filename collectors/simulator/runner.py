@@ -16,13 +16,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from tqdm import tqdm
 
-from collectors.simulator.emit import SpanEmitter
+from collectors.simulator.emit import SpanEmitter, call_start_ns, vllm_arrival_ns
 from collectors.simulator.incidents import Incident, parse_incident
 from collectors.simulator.plan import RequestPlan, plan_request
+from collectors.simulator.serving import DEFAULT_SAMPLE_S, ServedCall, ServingMetrics
 from collectors.simulator.summary import SimulationSummary
 from collectors.simulator.traffic import (
     BIN_S,
@@ -50,11 +52,29 @@ MAX_QUEUE_SIZE = 65_536
 # The processor drops spans when its queue is full; generation pauses well before that.
 BACKLOG_HIGH_WATER = MAX_QUEUE_SIZE // 2
 BACKLOG_LOW_WATER = MAX_QUEUE_SIZE // 8
+LIVE_METRICS_LAG_NS = 120 * NS_PER_S
 
 
 def traces_url(endpoint: str) -> str:
     endpoint = endpoint.rstrip("/")
     return endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
+
+
+def metrics_url(endpoint: str) -> str:
+    endpoint = endpoint.rstrip("/")
+    if endpoint.endswith("/v1/traces"):
+        endpoint = endpoint[: -len("/v1/traces")]
+    return endpoint if endpoint.endswith("/v1/metrics") else f"{endpoint}/v1/metrics"
+
+
+def build_metric_exporter(
+    endpoint: str = DEFAULT_ENDPOINT, key: str | None = None, timeout_s: float = EXPORT_TIMEOUT_S
+) -> MetricExporter:
+    """The stock OTLP/HTTP (protobuf) metric exporter posting to ENDPOINT/v1/metrics."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return OTLPMetricExporter(metrics_url(endpoint), headers=headers, timeout=timeout_s)
 
 
 def build_exporter(
@@ -132,6 +152,9 @@ class Simulator:
         exporter: SpanExporter | None = None,
         gzip: bool = False,
         schedule_delay_ms: float = 1000,
+        metric_exporter: MetricExporter | None = None,
+        serving_metrics: bool | None = None,
+        sample_s: int = DEFAULT_SAMPLE_S,
     ) -> None:
         self.now = now or datetime.now(UTC)
         self.seed = seed if seed is not None else secrets.randbits(32)
@@ -146,6 +169,17 @@ class Simulator:
             max_export_batch_size=MAX_EXPORT_BATCH_SIZE,
         )
         self._emitter = SpanEmitter(self._processor)
+        # The serving tier's GPU samples and vLLM series go to /v1/metrics beside the spans; with
+        # an injected span exporter (a test) only when a metric exporter is injected too.
+        if serving_metrics is None:
+            serving_metrics = exporter is None or metric_exporter is not None
+        self._metric_exporter: MetricExporter | None = None
+        self.serving: ServingMetrics | None = None
+        if serving_metrics:
+            self._metric_exporter = metric_exporter or build_metric_exporter(endpoint, key)
+            self.serving = ServingMetrics(self._metric_exporter, sample_s)
+        self._owns_metric_exporter = metric_exporter is None
+        self._metrics_until_ns = 0
         self._emitted_spans = 0
         self._started = time.monotonic()
         self._closed = False
@@ -172,6 +206,10 @@ class Simulator:
         base = f"{self.seed}:{start_ns}:{end_ns}"
         arrivals = draw_arrivals(random.Random(f"{base}:arrivals"), start_ns, end_ns, requests, f"{base}:req")
         arrivals = self._apply_traffic_incidents(arrivals, end_ns)
+        if self.serving is not None:
+            # GPUs are paid for (and sampled) over the whole range, busy or not.
+            self.serving.cover(start_ns)
+            self._metrics_until_ns = max(self._metrics_until_ns, end_ns)
         with tqdm(total=len(arrivals), unit="req", disable=not progress, desc="backfill") as bar:
             for arrival in arrivals:
                 req = plan_request(arrival, self.incidents)
@@ -222,6 +260,12 @@ class Simulator:
                     req.start_ns = now_ns - int(req.duration_s * NS_PER_S)
                     self._emit(req)
                     bar.update()
+                if self.serving is not None:
+                    self.serving.cover(started_ns)
+                    self._metrics_until_ns = now_ns
+                    # Spans are emitted as they end, so a period is complete once the longest
+                    # call that could still land in it has ended.
+                    self.serving.flush(now_ns - LIVE_METRICS_LAG_NS)
         return self.summary
 
     def _apply_traffic_incidents(self, arrivals: list[Arrival], end_ns: int | None) -> list[Arrival]:
@@ -254,6 +298,21 @@ class Simulator:
 
     def _emit(self, req: RequestPlan) -> None:
         counts = self._emitter.emit(req)
+        if self.serving is not None:
+            for call in req.calls:
+                if call.vllm is not None:
+                    self.serving.record(
+                        ServedCall(
+                            instance=call.vllm.instance,
+                            arrival_ns=vllm_arrival_ns(call_start_ns(req, call)),
+                            queue_s=call.vllm.queue_s,
+                            prefill_s=call.vllm.prefill_s,
+                            decode_s=call.vllm.decode_s,
+                            prompt_tokens=call.input_tokens,
+                            output_tokens=call.output_tokens,
+                            finish_reason="abort" if call.vllm.aborted else call.finish_reason,
+                        )
+                    )
         self.summary.record(req, counts)
         self._emitted_spans += counts.spans
         # Backpressure: a slow receiver slows generation down instead of overflowing the queue.
@@ -265,12 +324,18 @@ class Simulator:
         self._processor.force_flush()
         self.summary.exported_spans = self._exporter.exported
         self.summary.failed_spans = self._exporter.failed
+        if self.serving is not None:
+            self.serving.flush(self._metrics_until_ns)
+            self.summary.metric_points = self.serving.exported_points
+            self.summary.failed_metric_exports = self.serving.failed_exports
 
     def close(self) -> SimulationSummary:
         if not self._closed:
             self._closed = True
             self.flush()
             self._processor.shutdown()
+            if self._metric_exporter is not None and self._owns_metric_exporter:
+                self._metric_exporter.shutdown()
             self.summary.elapsed_s = time.monotonic() - self._started
         return self.summary
 
@@ -297,6 +362,7 @@ def simulate(
     exporter: SpanExporter | None = None,
     requests_per_day: float = DEFAULT_REQUESTS_PER_DAY,
     gzip: bool = False,
+    metric_exporter: MetricExporter | None = None,
 ) -> SimulationSummary:
     """Backfill [start, end] (default: the 7 days up to now) and return what was sent.
 
@@ -307,7 +373,15 @@ def simulate(
     end = end or datetime.now(UTC)
     start = start or end - timedelta(days=7)
     with Simulator(
-        endpoint, key, protocol=protocol, seed=seed, incidents=incidents, now=end, exporter=exporter, gzip=gzip
+        endpoint,
+        key,
+        protocol=protocol,
+        seed=seed,
+        incidents=incidents,
+        now=end,
+        exporter=exporter,
+        gzip=gzip,
+        metric_exporter=metric_exporter,
     ) as sim:
         sim.backfill(start, end, requests, requests_per_day=requests_per_day, progress=progress)
     return sim.summary

@@ -61,6 +61,8 @@ class SimulationSummary:
     validation_failures: int = 0  # requests that gave up: root error.type=validation_failed
     exported_spans: int = 0
     failed_spans: int = 0  # spans in batches the exporter gave up on
+    metric_points: int = 0  # GPU and vLLM metric points exported (serving.py)
+    failed_metric_exports: int = 0
     elapsed_s: float = 0.0
     totals: UsageTotals = field(default_factory=UsageTotals)
     per_tenant: dict[str, UsageTotals] = field(default_factory=dict)
@@ -107,7 +109,8 @@ class SimulationSummary:
         lines = [
             f"sent {self.traces:,} traces, {self.spans:,} spans ({self.llm_spans:,} LLM spans, "
             f"{self.vllm_server_spans:,} vLLM server spans) in {self.elapsed_s:.1f} s (seed {self.seed})",
-            f"export: {self.exported_spans:,} spans accepted, {self.failed_spans:,} failed",
+            f"export: {self.exported_spans:,} spans accepted, {self.failed_spans:,} failed; "
+            f"{self.metric_points:,} GPU / vLLM metric points, {self.failed_metric_exports:,} failed exports",
             f"failures: {t.failed_traces:,} failed requests, {t.failed_llm_calls:,} failed calls, "
             f"{self.rate_limited_calls:,} rate limited, {self.resends:,} resends, "
             f"{self.validation_retries:,} validation retries, {self.validation_failures:,} gave up",

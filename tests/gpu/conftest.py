@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -29,3 +32,24 @@ def _truncate_metrics_after_transactional_tests(request: pytest.FixtureRequest) 
 
         with connection.cursor() as cur:
             cur.execute("TRUNCATE gpu_metric_point, gpu_metric_series")
+
+
+# GPU cost attribution (test_attribution*.py).
+
+
+@pytest.fixture
+def t0() -> datetime:
+    """The start of an interval two hours ago (inside every retention and lookback)."""
+    from apps.gpu.attribution import floor_interval
+
+    return floor_interval(datetime.now(UTC) - timedelta(hours=2), 300)
+
+
+@pytest.fixture
+def h100_price(db: None) -> Any:
+    from apps.gpu.models import GpuPrice
+
+    return GpuPrice.objects.create(
+        provider="test", gpu_model_pattern="NVIDIA H100.*", effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+        usd_per_gpu_hour=Decimal("3.60"),
+    )  # fmt: skip

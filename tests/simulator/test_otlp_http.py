@@ -39,9 +39,12 @@ class Receiver:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server.server_port}"
 
+    def of(self, path: str) -> list[Received]:
+        return [request for request in self.requests if request.path == path]
+
     def protobuf_span_count(self) -> int:
         count = 0
-        for request in self.requests:
+        for request in self.of("/v1/traces"):
             message = ExportTraceServiceRequest.FromString(request.body)
             count += sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)
         return count
@@ -86,15 +89,16 @@ def receiver() -> Iterator[Receiver]:
 def test_protobuf_export_reaches_the_server_with_the_bearer_key(receiver: Receiver) -> None:
     summary = simulate(receiver.endpoint, "obs_test_key", END - timedelta(hours=6), END, requests=600, seed=3)
     assert receiver.requests
+    # Spans, and the serving tier's GPU samples and vLLM series beside them.
+    assert {request.path for request in receiver.requests} == {"/v1/traces", "/v1/metrics"}
     for request in receiver.requests:
-        assert request.path == "/v1/traces"
         assert request.headers["authorization"] == "Bearer obs_test_key"
         assert request.headers["content-type"] == "application/x-protobuf"
         assert len(request.body) > 0
     assert receiver.protobuf_span_count() == summary.spans == summary.exported_spans
-    assert summary.failed_spans == 0
+    assert summary.failed_spans == 0 and summary.metric_points > 0
     # Batches of at most 512 spans, as configured.
-    assert len(receiver.requests) >= summary.spans / 512
+    assert len(receiver.of("/v1/traces")) >= summary.spans / 512
 
 
 def test_json_export_with_gzip(receiver: Receiver) -> None:
@@ -102,8 +106,7 @@ def test_json_export_with_gzip(receiver: Receiver) -> None:
         receiver.endpoint + "/", "k", END - timedelta(hours=1), END, requests=100, protocol="json", seed=3, gzip=True
     )
     spans = 0
-    for request in receiver.requests:
-        assert request.path == "/v1/traces"
+    for request in receiver.of("/v1/traces"):
         assert request.headers["content-type"] == "application/json"
         assert request.headers["content-encoding"] == "gzip"
         payload = json.loads(request.body)
