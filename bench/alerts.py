@@ -93,6 +93,7 @@ def make_rules(count: int, now: Any, seed: int) -> list[Any]:
     from apps.accounts.models import Project
 
     project = Project.objects.order_by("pk").first()
+    assert project is not None, "the bench database has a project"
     for index, tenant in enumerate(names["tenant"][:20]):  # a few open findings to match
         Finding.objects.create(
             project=project,

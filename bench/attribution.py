@@ -132,7 +132,7 @@ def main() -> None:
     took_again = time.perf_counter() - began
 
     bad = [i.start for i in CostInterval.objects.filter(project=project, gpus__gt=0)
-           if i.attributed_usd + i.idle_usd != i.gpu_cost_usd]  # fmt: skip
+           if (i.attributed_usd or 0) + (i.idle_usd or 0) != i.gpu_cost_usd]  # fmt: skip
     unknown = Span.objects.filter(project=project, kind=3, cost_usd__isnull=True).count()
     totals = CostInterval.objects.filter(project=project).aggregate(a=Sum("attributed_usd"), i=Sum("idle_usd"))
     print(f"machine: {os.cpu_count()} cores")

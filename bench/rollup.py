@@ -105,7 +105,7 @@ def main() -> None:
         finally:
             day_seconds[-1] += time.perf_counter() - began
 
-    day_rows.rebuild_days = timed_rebuild_days  # type: ignore[assignment]
+    day_rows.rebuild_days = timed_rebuild_days
     timings: list[tuple[int, float]] = []
     first_totals = None
     for workers in dict.fromkeys((1, args.workers)):

@@ -29,6 +29,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -120,7 +121,7 @@ def main() -> None:
     print(f"review_s_per_user={took / args.users:.3f}")
 
 
-def _make_readers(count: int, tenants: list[str], rng: random.Random, user_model: type, access_model: type) -> int:
+def _make_readers(count: int, tenants: list[str], rng: random.Random, user_model: Any, access_model: Any) -> int:
     """`count` bench readers (created once, reused): staff, all-tenant and tenant-limited."""
     scopes: set[tuple[str, ...] | None] = set()
     for number in range(count):

@@ -29,7 +29,7 @@ class ListField(forms.CharField):
         return _split(super().to_python(value) or "")
 
 
-class RuleForm(forms.ModelForm):  # type: ignore[type-arg]
+class RuleForm(forms.ModelForm):
     tenants = ListField(required=False, help_text="Comma-separated tenant ids; empty = every tenant.")
     features = ListField(required=False, help_text="Comma-separated; empty = every feature.")
     providers = ListField(required=False, help_text="Comma-separated (openai, anthropic, vllm, ...).")
@@ -90,7 +90,7 @@ class RuleForm(forms.ModelForm):  # type: ignore[type-arg]
         return data
 
 
-class ChannelForm(forms.ModelForm):  # type: ignore[type-arg]
+class ChannelForm(forms.ModelForm):
     to = forms.CharField(required=False, label="Email addresses", help_text="Comma-separated (email channels).")
     url = forms.CharField(
         required=False,

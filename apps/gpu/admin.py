@@ -16,7 +16,7 @@ class ScrapeTargetAdmin(admin.ModelAdmin):
 
 
 @admin.register(GpuPrice)
-class GpuPriceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class GpuPriceAdmin(admin.ModelAdmin):
     """Editing a price re-attributes nothing by itself: intervals are recomputed when late data
     arrives, or for a range with `manage.py attribute_gpu_costs --since ... --until ...`."""
 
@@ -27,14 +27,14 @@ class GpuPriceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(ServingInstance)
-class ServingInstanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ServingInstanceAdmin(admin.ModelAdmin):
     list_display = ("name", "gpu_instance", "price_provider", "project")
     list_filter = ("project",)
     search_fields = ("name", "gpu_instance")
 
 
 @admin.register(CostInterval)
-class CostIntervalAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class CostIntervalAdmin(admin.ModelAdmin):
     list_display = ("start", "gpu_instance", "gpus", "gpu_cost_usd", "attributed_usd", "idle_usd", "requests",
                     "unpriced_gpus", "project")  # fmt: skip
     list_filter = ("project", "gpu_instance")

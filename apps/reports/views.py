@@ -93,7 +93,7 @@ def preview(request: HttpRequest) -> HttpResponse:
     )
 
 
-class SubscriptionForm(forms.ModelForm):  # type: ignore[type-arg]
+class SubscriptionForm(forms.ModelForm):
     timezone = forms.ChoiceField(choices=[(name, name) for name in timezone_names()])
 
     class Meta:

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
@@ -125,7 +126,7 @@ def _recompute_hour(project_id: int, hour: datetime, *, wait: bool) -> bool:
     (wait=False) or nobody noted it any more."""
     hour = floor_hour(hour)
     with transaction.atomic(), connection.cursor() as cur:
-        keys = {"project_id": project_id, "hour": _hour_key(hour)}
+        keys: dict[str, Any] = {"project_id": project_id, "hour": _hour_key(hour)}
         hour_lock = _HOUR_LOCK.format(hour="%(hour)s")
         project_hour_lock = _PROJECT_HOUR_LOCK.format(project="%(project_id)s", hour="%(hour)s")
         if wait:

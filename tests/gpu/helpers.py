@@ -64,7 +64,7 @@ def counter(
 ) -> metrics_pb2.Metric:
     """points: (start_ns, time_ns, value)."""
     metric = metrics_pb2.Metric(name=name, unit="{token}")
-    metric.sum.aggregation_temporality = temporality
+    metric.sum.aggregation_temporality = temporality  # type: ignore[assignment]  # the enum value as an int
     metric.sum.is_monotonic = monotonic
     for start_ns, time_ns, value in points:
         metric.sum.data_points.add(
@@ -83,7 +83,7 @@ def histogram(
 ) -> metrics_pb2.Metric:
     """points: (start_ns, time_ns, bucket_counts, sum)."""
     metric = metrics_pb2.Metric(name=name, unit="s")
-    metric.histogram.aggregation_temporality = temporality
+    metric.histogram.aggregation_temporality = temporality  # type: ignore[assignment]  # the enum value as an int
     for start_ns, time_ns, buckets, total in points:
         metric.histogram.data_points.add(
             start_time_unix_nano=start_ns, time_unix_nano=time_ns, count=sum(buckets), sum=total,

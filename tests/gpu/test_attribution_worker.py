@@ -31,6 +31,7 @@ def test_a_worker_attributes_due_intervals(celery_worker: Worker, broker_url: st
     with app.connection_for_write(broker_url) as connection:
         app.send_task("gpu.attribute_costs", connection=connection)
     deadline = time.monotonic() + WORKER_SECONDS
+
     def done() -> bool:
         # The sweep keeps its progress interval by interval and gives the lease back at the end.
         cursor = AttributionCursor.objects.get(project=project)
