@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests/reports are named again as parameters
 """The HTML part in headless Chromium: light, dark, and a 400 px wide mail client.
 
 Screenshots go to test-artifacts/screenshots/weekly-review-*.png, to be looked at.
@@ -11,8 +12,11 @@ import pytest
 
 from apps.reports.compose import html_with_data_uris
 from apps.reports.delivery import BuildCache
-from tests.browser.conftest import CHROMIUM_ARGS, browser, screenshot  # noqa: F401 - the session browser fixture
-from tests.reports.conftest import WEEK
+from tests.browser.conftest import screenshot
+
+# The review's own fixtures, from tests/reports (this module lives with the browser tests so
+# that one session-wide Playwright serves every browser test).
+from tests.reports.conftest import WEEK, _review_settings, at_now, traffic  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -22,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db]
     [("light", 1024, "light"), ("dark", 1024, "dark"), ("narrow-400px", 400, "light"), ("narrow-dark", 400, "dark")],
 )
 def test_the_html_part_reads_in_light_dark_and_narrow_clients(
-    browser: Any,  # noqa: F811
+    browser: Any,
     owner: Any,
     settings: Any,
     traffic: None,
@@ -54,7 +58,7 @@ def test_the_html_part_reads_in_light_dark_and_narrow_clients(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_preview_page_shows_the_email_as_sent(
-    browser: Any,  # noqa: F811
+    browser: Any,
     live_server: Any,
     outsider: Any,
     traffic: None,
