@@ -5,6 +5,7 @@ error or failed request; screenshots under test-artifacts/screenshots/alerts-*.p
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -69,11 +70,26 @@ def test_rules_create_preview_channels_and_history(
     from apps.alerts.models import AlertRule
     from apps.alerts.services import evaluate_rules
 
+    # On a thread of its own (its own connection, autocommit): this test runs inside a
+    # rolled-back transaction that the live server could not see into.
+    events: list[str] = []
+
+    def sweep() -> None:
+        from django.db import connection
+
+        try:
+            rule = AlertRule.objects.get(name="support-chat p99")
+            _, notifications = evaluate_rules([rule], timezone.now())
+            events.extend(n.event for n in notifications)
+            deliver_due()  # nothing listens on port 9: a connection error, retried later
+        finally:
+            connection.close()
+
     with django_db_blocker.unblock():
-        rule = AlertRule.objects.get(name="support-chat p99")
-        _, notifications = evaluate_rules([rule], timezone.now())
-        assert [n.event for n in notifications] == ["fired"]
-        deliver_due()  # nothing listens on port 9: a connection error, retried later
+        worker = threading.Thread(target=sweep)
+        worker.start()
+        worker.join(timeout=60)
+    assert events == ["fired"]
 
     page.click("text=History")
     page.wait_for_url(re.compile(r".*/alerts/history/$"))
