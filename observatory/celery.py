@@ -20,6 +20,7 @@ app.autodiscover_tasks()
 
 ROLLUP_SWEEP_EVERY = timedelta(seconds=15)
 SCRAPE_SWEEP_EVERY = timedelta(seconds=5)
+INSIGHTS_EVERY = timedelta(seconds=int(os.environ.get("INSIGHTS_SECONDS") or 300))
 ALERTS_SWEEP_EVERY = timedelta(seconds=int(os.environ.get("ALERTS_SWEEP_SECONDS") or 30))
 GPU_COST_SWEEP_EVERY = timedelta(minutes=1)
 
@@ -66,6 +67,13 @@ app.conf.beat_schedule = {
         "task": "alerts.evaluate_due",
         "schedule": ALERTS_SWEEP_EVERY,
         "options": {"expires": 2 * ALERTS_SWEEP_EVERY.total_seconds()},
+    },
+    # Drift and regression detectors (apps/insights) over every project; findings feed the
+    # alert rules of kind drift / regression, the findings pages and the weekly review.
+    "insights: drift and regression detectors": {
+        "task": "insights.detect",
+        "schedule": INSIGHTS_EVERY,
+        "options": {"expires": INSIGHTS_EVERY.total_seconds()},
     },
     # Each subscriber picks a weekday, hour and time zone; the sweep sends the reviews that
     # are due (ReviewSubscription.next_send_at) and claims each (user, week) once, so a

@@ -168,6 +168,7 @@ CELERY_TASK_ROUTES = {
     "gpu.*": {"queue": "ingest"},  # scraping /metrics and metric partitions: ingest-side work
     "rollups.*": {"queue": "rollups"},
     "alerts.*": {"queue": "alerts"},
+    "insights.*": {"queue": "alerts"},
     "reports.*": {"queue": "email"},
 }
 # Recomputes are safe to run twice, so they are acknowledged only once done: a worker killed
