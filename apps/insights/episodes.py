@@ -87,9 +87,7 @@ def benjamini_hochberg(p_values: Sequence[float], tested: int | None = None) -> 
 def baseline_floor(project_id: int, signatures: Iterable[str]) -> dict[str, datetime]:
     """For each signature a user accepted as the new normal: the latest acceptance moment."""
     rows = (
-        Finding.objects.filter(
-            project_id=project_id, signature__in=list(signatures), status=Finding.Status.ACCEPTED
-        )
+        Finding.objects.filter(project_id=project_id, signature__in=list(signatures), status=Finding.Status.ACCEPTED)
         .values("signature")
         .annotate(at=Max("accepted_at"))
     )
