@@ -520,7 +520,7 @@ def main() -> int:
             for child in reversed(children):
                 _stop_child(child)
     server_5xx = _access_log_5xx(workdir / "gunicorn.log")
-    _summary(tally, soak_seconds, server_5xx)
+    _summary(tally, soak_seconds, args.rate, server_5xx)
     problems += _problems(tally, server_5xx)
     for problem in problems:
         print(f"FAILED: {problem}")
@@ -542,12 +542,15 @@ def _progress(tally: Tally, elapsed: float) -> None:
               f"set aside {failed}", flush=True)  # fmt: skip
 
 
-def _summary(tally: Tally, seconds: float, server_5xx: int) -> None:
+def _summary(tally: Tally, seconds: float, rate: float, server_5xx: int) -> None:
     sent = sum(tally.requests.values())
     print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} (1 min) at the end")
     print(f"receiver: {sent} requests in {seconds:.0f} s ({sent / seconds:.1f}/s): {dict(tally.requests)}; "
           f"{len(tally.accepted)} good spans acknowledged ({len(tally.accepted) / seconds:.0f}/s), "
           f"{tally.accepted_calls} LLM calls")  # fmt: skip
+    if rate > 0 and sent / seconds < 0.8 * rate:
+        print(f"note: {sent / seconds:.1f} requests/s of the {rate:g} asked: the clients (one Python process, the "
+              f"SDK making every span) or the server could not keep up on this machine")  # fmt: skip
     print(f"answers: {dict(sorted(tally.statuses.items()))}; 5xx seen by clients {len(tally.server_errors)}, "
           f"in gunicorn's access log {server_5xx}")  # fmt: skip
     print(f"pages: {len(tally.page_ms)} requests, p50 {_median(tally.page_ms):.0f} ms, "
