@@ -96,7 +96,7 @@ class GoodTraffic:
             self.providers[service] = provider
 
     def batch(self, traces: int, key: str) -> Request:
-        """`traces` traces ending within the last few seconds, encoded like an exporter would:
+        """`traces` traces that ended in the last few minutes, encoded like an exporter would:
         protobuf mostly, some gzip-compressed, some OTLP/JSON."""
         self.exporter.clear()
         calls = sum(self._trace() for _ in range(traces))
@@ -119,7 +119,9 @@ class GoodTraffic:
         feature = rng.choice(list(FEATURES))
         service = FEATURES[feature]
         tracer = self.providers[service].get_tracer("app")
-        t0 = time.time_ns() - rng.randrange(3, 8) * 10**9  # ended by now
+        # Exported once ended: started far enough back that a few slow calls and retries
+        # still end before now (the query layer's ranges end at now).
+        t0 = time.time_ns() - rng.randrange(120, 180) * 10**9
         attributes: dict[str, Any] = {"http.request.method": "POST", "user.id": f"u-{rng.randrange(50)}"}
         if rng.random() < 0.95:
             attributes["tenant.id"] = rng.choices(TENANTS, TENANT_WEIGHTS)[0]
