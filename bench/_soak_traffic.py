@@ -15,6 +15,7 @@ Importing this module needs Django set up (the hostile catalogue imports the mod
 
 from __future__ import annotations
 
+import functools
 import gzip
 import random
 import time
@@ -226,8 +227,10 @@ class Keys:
 CLEF = "\U0001d11e"  # four bytes of UTF-8
 
 
-def _hostile(case: catalogue.Hostile, name: str, key: str | None) -> Request:
-    return Request(name, case.body, case.content_type, dict(case.headers), case.content_length, key,
+def _from_catalogue(make: Callable[[], catalogue.Hostile], key: str) -> Request:
+    """A catalogue case built afresh (new ids), sent with the hostile project's key."""
+    case = make()
+    return Request(make.__name__, case.body, case.content_type, dict(case.headers), case.content_length, key,
                    status=case.status, rejected=case.rejected, stored=case.stored)  # fmt: skip
 
 
@@ -261,7 +264,7 @@ class BadTraffic:
             "gzip_of_two_members": self._two_members,
         }
         self.cases: list[tuple[str, Callable[[], Request]]] = [
-            (case.__name__, lambda case=case: _hostile(case(), case.__name__, keys.hostile)) for case in catalogue.CASES
+            (case.__name__, functools.partial(_from_catalogue, case, keys.hostile)) for case in catalogue.CASES
         ]
         self.cases.extend(extra.items())
 
