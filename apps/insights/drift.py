@@ -73,7 +73,7 @@ class Config:
     min_baseline: int = 300  # ... and in the baseline
     min_errors: int = 30  # errors on each side, for the error-type mix
     wasserstein_floor: float = 0.15  # log units: ~16% shift of a typical value
-    js_floor: float = 0.15
+    js_floor: float = 0.1
     error_js_floor: float = 0.25  # the error mix moves with load (rate limits): a higher bar
     share_floor: float = 0.03  # +3 points of empty / refused / invalid answers
     new_value_share: float = 0.05  # a new fingerprint / model must take 5% of recent calls
