@@ -61,6 +61,7 @@ def test_silent_model_change_is_found_on_its_slice_with_its_first_moment(history
     found = open_findings(project_id, **FEATURE_SLICE)
     assert {"new_fingerprint", "new_response_model", "output_tokens", "finish_reason_mix"} <= set(found)
     fingerprint = found["new_fingerprint"]
+    assert fingerprint.started_at is not None
     # The first span of the new snapshot: the incident's start, to the minute.
     assert began <= fingerprint.started_at < began + timedelta(minutes=15)
     assert fingerprint.evidence["first_seen_at"] == fingerprint.started_at.isoformat()
