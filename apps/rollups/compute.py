@@ -486,7 +486,9 @@ def capped_counts_sql(pairs: str) -> str:
     jsonb object of at most MAX_COUNT_KEYS + 1 keys (the rest summed under OTHER_KEY)."""
     return f"""(SELECT jsonb_object_agg(c.k, c.n) FROM (
             SELECT CASE WHEN r.rank <= {MAX_COUNT_KEYS} THEN r.k ELSE '{OTHER_KEY}' END AS k, sum(r.n)::bigint AS n
-            FROM (SELECT p.k, p.n, row_number() OVER (ORDER BY p.n DESC, p.k) AS rank FROM ({pairs}) AS p) AS r
+            -- An OTHER_KEY already there (merging capped rows) ranks last: it never takes a slot.
+            FROM (SELECT p.k, p.n, row_number() OVER (ORDER BY p.k = '{OTHER_KEY}', p.n DESC, p.k) AS rank
+                  FROM ({pairs}) AS p) AS r
             GROUP BY 1) AS c)"""
 
 
