@@ -506,6 +506,9 @@ FIELD_SOURCES: dict[str, tuple[Source, ...]] = {
         S("http.request.resend_count", _attempt, OTEL_GENERAL),
     ),
     "semantic_cache_hit": (S("observatory.semantic_cache.hit", _flag, OBSERVATORY),),
+    # The application's verdict on the answer (README, "Instrumentation notes"): false = the
+    # output failed the app's own validation (schema, guardrail). Counted for drift.
+    "output_valid": (S("observatory.output.valid", _flag, OBSERVATORY),),
     "system_fingerprint": (
         S("openai.response.system_fingerprint", _text, OTEL),
         S("gen_ai.openai.response.system_fingerprint", _text, OTEL_DEPRECATED),  # also OpenLLMetry
@@ -618,6 +621,8 @@ _NOT_MODEL_CALL_OPERATIONS = frozenset(
 # starting a little before its span (capped at the span's duration); further past, it is
 # kept as sent: the span then does not cover the stream, and that is the instrumentation's.
 _TTFT_CLOCK_SKEW_MS = 10.0
+# Finish reasons that say the provider declined to answer (OpenAI, Anthropic, Gemini).
+REFUSAL_FINISH_REASONS = frozenset({"content_filter", "refusal", "safety"})
 _LLM_EVIDENCE = ("provider", "request_model", "response_model", "input_tokens", "output_tokens")
 _VLLM_EVIDENCE = ("queue_ms", "prefill_ms", "decode_ms", "server_e2e_ms", "ttft_ms", "response_id")
 _FIELD_NAMES = frozenset(CanonicalSpan.__dataclass_fields__)
@@ -640,6 +645,7 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
     kept: dict[str, Any] = {}
     content: list[ContentItem] = []
     completion_finish_reasons: list[str] = []
+    refusal_seen = False
     for key, value in attributes.items():
         routes = _ROUTES.get(key)
         if routes is not None:
@@ -656,6 +662,8 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
         content.append((key, value, *group))
         if key.endswith(".finish_reason") and type(value) is str:  # OpenLLMetry's per-choice reason
             completion_finish_reasons.append(strip_nul(value[:_MAX_TEXT_CHARS]))
+        if key.endswith(".refusal") and type(value) is str and value.strip():  # OpenAI's message.refusal
+            refusal_seen = True
         if config.capture_content:
             kept[key] = value
 
@@ -708,6 +716,8 @@ def map_span(raw: RawSpan, config: MappingConfig) -> CanonicalSpan:
         is_llm = any(name in values for name in _LLM_EVIDENCE)
 
     finish_reasons = values.get("finish_reasons")
+    if refusal_seen or (finish_reasons and not REFUSAL_FINISH_REASONS.isdisjoint(map(str.lower, finish_reasons))):
+        values["refused"] = True
     if "error_type" not in values and (
         raw.status_code == STATUS_ERROR or level == "error" or (finish_reasons and "abort" in finish_reasons)
     ):

@@ -115,6 +115,11 @@ class CanonicalSpan:
     retry_attempt: int | None = None
     # Semantic (application) cache lookups: None = this span is no cache lookup.
     semantic_cache_hit: bool | None = None
+    # The application's verdict on the answer (observatory.output.valid): False = it failed
+    # the app's validation; None = the app said nothing.
+    output_valid: bool | None = None
+    # The provider declined to answer (a refusal finish reason or refusal message); None = not seen.
+    refused: bool | None = None
 
     system_fingerprint: str | None = None
     service_tier: str | None = None

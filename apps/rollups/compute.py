@@ -62,7 +62,7 @@ from typing import Any
 
 from django.conf import settings
 
-from apps.rollups.models import ALL_DIMS, DIM_BITS, DIMENSIONS, DISTRIBUTIONS, GROUPING_SETS
+from apps.rollups.models import ALL_DIMS, COUNT_COLUMNS, DIM_BITS, DIMENSIONS, DISTRIBUTIONS, GROUPING_SETS
 from apps.rollups.sketch import BUCKET_SQL
 
 # How far around the rolled-up range a trace's other spans are looked for.
@@ -93,6 +93,11 @@ ROLLUP_COLUMNS: tuple[str, ...] = (
     "successful_tasks",
     "generation_tokens",
     "generation_ms",
+    *COUNT_COLUMNS,
+    "empty_answers",
+    "refused_answers",
+    "validated_outputs",
+    "invalid_outputs",
     *(f"{name}_{part}" for name in DISTRIBUTIONS for part in ("idx", "cnt")),
 )
 
@@ -313,6 +318,7 @@ _PASSED_ON = (
     "status_code", "provider", "model", "service", "is_llm", "error_key", "retry_attempt", "input_tokens",
     "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "price_id",
     "semantic_cache_hit", "queue_ms", "ttft_ms", "duration_ms", "root_start", "root_status",
+    "finish_reason", "response_model", "system_fingerprint", "refused", "output_valid",
 )  # fmt: skip
 
 
@@ -394,6 +400,9 @@ def traced_spans_sql(traces: str, *, bulk: bool = False, detail: bool = False, c
             s.retry_attempt, s.input_tokens, s.cache_read_tokens, s.cache_write_tokens, s.output_tokens,
             s.reasoning_tokens, s.cost_usd, s.semantic_cache_hit, s.queue_ms, s.ttft_ms,
             s.price_id,
+            -- What the drift detector counts per call (COUNT_COLUMNS and the answer counts).
+            s.finish_reasons[1] AS finish_reason, nullif(s.response_model, '') AS response_model,
+            nullif(s.system_fingerprint, '') AS system_fingerprint, s.refused, s.output_valid,
             s.parent_span_id IS NOT NULL AS is_child,
             row_number() OVER trace AS trace_rank,
             first_value(s.start_time) OVER trace AS root_start,
@@ -448,7 +457,39 @@ def _task_fact_sql(alias: str) -> str:
         false AS cost_unknown, NULL::numeric AS cache_savings_usd, NULL::boolean AS semantic_cache_hit,
         true AS is_task, {alias}.status_code <> {_STATUS_ERROR} AS task_succeeded,
         NULL::int AS generation_tokens, NULL::float8 AS generation_ms,
+        NULL::text AS finish_reason, NULL::text AS response_model, NULL::text AS system_fingerprint,
+        false AS empty_answer, false AS refused, NULL::boolean AS output_valid,
         {", ".join(f"NULL::int AS {name}_idx" for name in DISTRIBUTIONS)}"""
+
+
+# A count column (COUNT_COLUMNS) keeps at most this many distinct keys per row, the most
+# frequent (ties by key), and folds the rest into OTHER_KEY; each key is cut to
+# COUNT_KEY_CHARS characters. A row's JSON stays small whatever the traffic sends.
+MAX_COUNT_KEYS = 50
+COUNT_KEY_CHARS = 200
+OTHER_KEY = "other"
+
+
+def counts_json(keys: str) -> str:
+    """SQL: a text[] of keys (one per call, NULL when none) as a {key: calls} jsonb object,
+    capped (MAX_COUNT_KEYS, COUNT_KEY_CHARS). One key alone (most rows of the finest
+    grouping set) skips the subquery."""
+    pairs = f"SELECT left(k, {COUNT_KEY_CHARS}) AS k, count(*) AS n FROM unnest({keys}) AS k GROUP BY 1"
+    return f"""CASE WHEN {keys} IS NULL THEN '{{}}'::jsonb
+        WHEN cardinality({keys}) = 1 THEN jsonb_build_object(left({keys}[1], {COUNT_KEY_CHARS}), 1)
+        ELSE {capped_counts_sql(pairs)}
+    END"""
+
+
+def capped_counts_sql(pairs: str) -> str:
+    """SQL: a scalar subquery turning `pairs` (a SELECT of distinct keys k and counts n) into a
+    jsonb object of at most MAX_COUNT_KEYS + 1 keys (the rest summed under OTHER_KEY)."""
+    return f"""(SELECT jsonb_object_agg(c.k, c.n) FROM (
+            SELECT CASE WHEN r.rank <= {MAX_COUNT_KEYS} THEN r.k ELSE '{OTHER_KEY}' END AS k, sum(r.n)::bigint AS n
+            -- An OTHER_KEY already there (merging capped rows) ranks last: it never takes a slot.
+            FROM (SELECT p.k, p.n, row_number() OVER (ORDER BY p.k = '{OTHER_KEY}', p.n DESC, p.k) AS rank
+                  FROM ({pairs}) AS p) AS r
+            GROUP BY 1) AS c)"""
 
 
 def rollup_rows_sql(grouping_sets: Sequence[int] = GROUPING_SETS, *, bulk: bool = False) -> str:
@@ -554,6 +595,14 @@ WITH spans AS MATERIALIZED (
         {carries_task} AND s.root_status <> {_STATUS_ERROR} AS task_succeeded,
         CASE WHEN s.is_call AND {has_generation} THEN s.output_tokens END AS generation_tokens,
         CASE WHEN s.is_call AND {has_generation} THEN s.duration_ms - s.ttft_ms END AS generation_ms,
+        -- Answers as the drift detector sees them: an empty answer is a call that did not
+        -- fail and returned no output token (unknown is not empty).
+        CASE WHEN s.is_call THEN s.finish_reason END AS finish_reason,
+        CASE WHEN s.is_call THEN s.response_model END AS response_model,
+        CASE WHEN s.is_call THEN s.system_fingerprint END AS system_fingerprint,
+        s.is_call AND s.error_key IS NULL AND s.output_tokens = 0 AS empty_answer,
+        s.is_call AND coalesce(s.refused, false) AS refused,
+        CASE WHEN s.is_call THEN s.output_valid END AS output_valid,
         {distribution_columns}
     FROM spans AS s
     WHERE s.start_time >= %(start)s AND s.start_time < %(end)s
@@ -592,6 +641,13 @@ WITH spans AS MATERIALIZED (
         count(*) FILTER (WHERE f.task_succeeded) AS successful_tasks,
         sum(f.generation_tokens) AS generation_tokens,
         sum(f.generation_ms) AS generation_ms,
+        array_agg(f.finish_reason) FILTER (WHERE f.finish_reason IS NOT NULL) AS finish_reason_keys,
+        array_agg(f.response_model) FILTER (WHERE f.response_model IS NOT NULL) AS response_model_keys,
+        array_agg(f.system_fingerprint) FILTER (WHERE f.system_fingerprint IS NOT NULL) AS fingerprint_keys,
+        count(*) FILTER (WHERE f.empty_answer) AS empty_answers,
+        count(*) FILTER (WHERE f.refused) AS refused_answers,
+        count(f.output_valid) AS validated_outputs,
+        count(*) FILTER (WHERE NOT f.output_valid) AS invalid_outputs,
         {distribution_arrays}
     FROM facts AS f
     GROUP BY f.project_id, f.bucket, GROUPING SETS ({_grouping_sets_sql(grouping_sets)})
@@ -618,6 +674,13 @@ SELECT g.project_id, g.bucket, g.grouping, {", ".join(f"g.{name}" for name in DI
     g.successful_tasks::int AS successful_tasks,
     coalesce(g.generation_tokens, 0)::bigint AS generation_tokens,
     coalesce(g.generation_ms, 0)::float8 AS generation_ms,
+    {counts_json("g.finish_reason_keys")} AS finish_reasons,
+    {counts_json("g.response_model_keys")} AS response_models,
+    {counts_json("g.fingerprint_keys")} AS fingerprints,
+    g.empty_answers::int AS empty_answers,
+    g.refused_answers::int AS refused_answers,
+    g.validated_outputs::int AS validated_outputs,
+    g.invalid_outputs::int AS invalid_outputs,
     {distribution_outputs}
 FROM (
     -- OFFSET 0 keeps this a subquery: the SELECT above reads each pair twice, and must not

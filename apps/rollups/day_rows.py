@@ -37,8 +37,8 @@ from functools import cache
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from apps.rollups.compute import ROLLUP_COLUMNS
-from apps.rollups.models import DIMENSIONS, DISTRIBUTIONS, RollupDay
+from apps.rollups.compute import COUNT_KEY_CHARS, ROLLUP_COLUMNS, capped_counts_sql
+from apps.rollups.models import COUNT_COLUMNS, DIMENSIONS, DISTRIBUTIONS, RollupDay
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _rebuild_sql() -> str:
     and distribution a subquery adding counts per index. An array from one hour alone is
     already sorted and summed and skips it."""
     sums = [column for column in ROLLUP_COLUMNS if column not in {*_DIMENSION_COLUMNS, "errors_by_type",
-                                                                  *_DISTRIBUTION_COLUMNS}]  # fmt: skip
+                                                                  *COUNT_COLUMNS, *_DISTRIBUTION_COLUMNS}]  # fmt: skip
     sum_types = {column: RollupDay._meta.get_field(column).db_type(connection) for column in sums}
     first_level = [
         "h.project_id",
@@ -100,6 +100,10 @@ def _rebuild_sql() -> str:
         *(f"h.{dim}" for dim in DIMENSIONS),
         *(f"sum(h.{column}) AS {column}" for column in sums),
         "array_agg(h.errors_by_type) FILTER (WHERE h.errors_by_type <> '{}'::jsonb) AS error_docs",
+        *(
+            f"array_agg(h.{column}) FILTER (WHERE h.{column} <> '{{}}'::jsonb) AS {column}_docs"
+            for column in COUNT_COLUMNS
+        ),
     ]
     for name in DISTRIBUTIONS:
         first_level += [
@@ -124,6 +128,13 @@ def _rebuild_sql() -> str:
                 " FROM (SELECT kv.key, sum(kv.value::bigint) AS n FROM unnest(g.error_docs) AS d(doc),"
                 " jsonb_each_text(d.doc) AS kv GROUP BY kv.key) AS e) END"
             )
+        elif column in COUNT_COLUMNS:
+            # Merged key by key and capped again: 24 capped hours can hold more keys than one.
+            merged = (
+                f"SELECT left(kv.key, {COUNT_KEY_CHARS}) AS k, sum(kv.value::bigint) AS n"
+                f" FROM unnest(g.{column}_docs) AS d(doc), jsonb_each_text(d.doc) AS kv GROUP BY 1"
+            )
+            outputs.append(f"CASE WHEN g.{column}_docs IS NULL THEN '{{}}'::jsonb ELSE {capped_counts_sql(merged)} END")
         elif column in _DISTRIBUTION_COLUMNS:
             name, part = column.rsplit("_", 1)
             half = f"cardinality(g.{name}_pair) / 2"

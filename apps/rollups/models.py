@@ -37,6 +37,11 @@ GROUPING_SETS: tuple[int, ...] = (
     ALL_DIMS,
 )
 
+# Per-call counts by a text key, as {key: calls} JSON (capped: compute.MAX_COUNT_KEYS):
+# the first finish reason, the responded model name, the provider's system fingerprint.
+# The drift detector reads them (apps/insights/drift.py); day rows merge them key by key.
+COUNT_COLUMNS = ("finish_reasons", "response_models", "fingerprints")
+
 # The distributions each row keeps, by name: (indexes column, counts column).
 DISTRIBUTIONS = ("e2e_ms", "ttft_ms", "tpot_ms", "queue_ms", "output_tokens")
 
@@ -77,6 +82,16 @@ class RollupRow(models.Model):
     # Output tokens and generation time (e2e - TTFT) of calls that report both: tokens per second.
     generation_tokens = models.BigIntegerField(default=0)
     generation_ms = models.FloatField(default=0)
+    # What the drift detector reads (docs/metrics.md, "Drift"): {key: calls} per COUNT_COLUMNS,
+    # and answer counts: empty (no output token, no error), refused by the provider, judged by
+    # the app's observatory.output.valid, and judged invalid by it.
+    finish_reasons = models.JSONField(default=dict)
+    response_models = models.JSONField(default=dict)
+    fingerprints = models.JSONField(default=dict)
+    empty_answers = models.IntegerField(default=0)
+    refused_answers = models.IntegerField(default=0)
+    validated_outputs = models.IntegerField(default=0)
+    invalid_outputs = models.IntegerField(default=0)
 
     # Distributions (sketch.py): bucket indexes and their counts, for each of DISTRIBUTIONS.
     e2e_ms_idx, e2e_ms_cnt = _sketch(), _sketch()

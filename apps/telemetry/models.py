@@ -56,6 +56,9 @@ class Span(models.Model):
     task_id = models.TextField(null=True)
     retry_attempt = models.IntegerField(null=True)
     semantic_cache_hit = models.BooleanField(null=True)
+    # The app's verdict on the answer (observatory.output.valid); the provider declined to answer.
+    output_valid = models.BooleanField(null=True)
+    refused = models.BooleanField(null=True)
 
     system_fingerprint = models.TextField(null=True)
     service_tier = models.TextField(null=True)

@@ -71,6 +71,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("prompt_hash", "text"),
     ("attributes", "jsonb"),
     ("resource", "jsonb"),
+    ("output_valid", "bool"),
+    ("refused", "bool"),
 )
 _COLUMN_LIST = ", ".join(name for name, _ in COLUMNS)
 _TYPES = [pg_type for _, pg_type in COLUMNS]
@@ -140,6 +142,8 @@ def _row(project_id: int, s: CanonicalSpan) -> tuple[Any, ...]:
         s.prompt_hash,
         Jsonb(s.attributes, dumps=_dumps),
         Jsonb(s.resource, dumps=_dumps),
+        s.output_valid,
+        s.refused,
     )
 
 
