@@ -116,3 +116,71 @@ def onset(
             break
         began = points[number - 1]
     return began
+
+
+def _binomial_log_likelihood(events: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """Maximised Bernoulli log-likelihood of segments with these totals (0 log 0 = 0)."""
+    rate = np.divide(events, trials, out=np.zeros_like(events), where=trials > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hits = np.where(events > 0, events * np.log(rate), 0.0)
+        misses = np.where(trials - events > 0, (trials - events) * np.log1p(-rate), 0.0)
+    return np.asarray(hits + misses)
+
+
+def binomial_change_points(
+    events: Sequence[int], trials: Sequence[int], *, penalty_factor: float = PENALTY_FACTOR,
+    min_size: int = MIN_SEGMENT,
+) -> list[int]:  # fmt: skip
+    """Change points of a rate measured as events out of trials per hour (errors of calls,
+    calls above a percentile of calls), by binary segmentation on the binomial deviance
+    (2 x the log-likelihood gain of a split) against PENALTY_FACTOR x ln(n). Each hour
+    weighs by its trials, so quiet night hours count for little; hours without trials are
+    missing. No noise level to estimate: the binomial model gives it."""
+    positions = [index for index, n in enumerate(trials) if n > 0]
+    hits = np.array([events[index] for index in positions], dtype=np.float64)
+    calls = np.array([trials[index] for index in positions], dtype=np.float64)
+    if hits.size < 2 * min_size:
+        return []
+    penalty = penalty_factor * math.log(hits.size)
+    found: list[int] = []
+    stack = [(0, hits.size)]
+    while stack:
+        start, end = stack.pop()
+        n = end - start
+        if n < 2 * min_size:
+            continue
+        left_hits = np.cumsum(hits[start:end])[min_size - 1 : n - min_size]
+        left_calls = np.cumsum(calls[start:end])[min_size - 1 : n - min_size]
+        all_hits, all_calls = hits[start:end].sum(), calls[start:end].sum()
+        gain = (
+            _binomial_log_likelihood(left_hits, left_calls)
+            + _binomial_log_likelihood(all_hits - left_hits, all_calls - left_calls)
+            - _binomial_log_likelihood(np.array([all_hits]), np.array([all_calls]))[0]
+        )
+        best = int(np.argmax(gain))
+        if 2 * gain[best] <= penalty:
+            continue
+        split = start + best + min_size
+        found.append(split)
+        stack.extend([(start, split), (split, end)])
+    return sorted(positions[point] for point in found)
+
+
+def binomial_onset(
+    events: Sequence[int], trials: Sequence[int], *, direction: int = 1, penalty_factor: float = PENALTY_FACTOR
+) -> int | None:
+    """onset() for a rate of events out of trials: where its current level began."""
+    points = binomial_change_points(events, trials, penalty_factor=penalty_factor)
+    if not points:
+        return None
+    bounds = [0, *points, len(trials)]
+    means = []
+    for start, end in pairwise(bounds):
+        total = sum(trials[start:end])
+        means.append(sum(events[start:end]) / total if total else math.nan)
+    began = None
+    for number in range(len(points), 0, -1):
+        if not (means[number] - means[number - 1]) * direction > 0:
+            break
+        began = points[number - 1]
+    return began

@@ -19,7 +19,8 @@ One run, for one project at `now`:
   the hourly values, plus a floor on the ratio of the window totals.
 - Every test of the run is one Benjamini-Hochberg family (episodes.record).
 - When it began: change points (changepoint.onset) on the slice's hourly series over the
-  last SERIES_HOURS: the share of calls above the baseline percentile, the error rate, the
+  last SERIES_HOURS: calls above the baseline percentile and errors, each out of the hour's
+  calls (binomial segmentation), and the
   log hourly cost.
 
 Reads: the query layer only: run_query (hourly sums) and the rollup's hourly distributions
@@ -274,7 +275,7 @@ def _candidate(
         **evidence,
         "first_seen_at": None,
         "change_point": started_at.isoformat() if started_at else None,
-        "change_method": "binseg",
+        "change_method": "binseg-binomial" if metric != "spend" and "cost" not in metric else "binseg",
         "link": _link(slice_),
     }
     run.candidates.append(
@@ -309,14 +310,17 @@ def _judge_percentile(
         return
     p_value = binomial_upper_tail(above, n_current, baseline_share)
     series: list[tuple[datetime, float | None]] = []
-    shares: list[tuple[datetime, float | None]] = []
-    for hour in _series_hours(run, series_start):
+    above_by_hour: list[int] = []
+    calls_by_hour: list[int] = []
+    hour_list = _series_hours(run, series_start)
+    for hour in hour_list:
         indexes, counts = hours.distribution(dist, [hour])
         calls = int(counts.sum())
-        enough = calls >= MIN_HOURLY_CALLS
-        shares.append((hour, float(counts[indexes > threshold].sum()) / calls if enough else None))
-        series.append((hour, quantiles(indexes, counts, [q])[0] if enough else None))
-    started_at = _onset(shares)
+        above_by_hour.append(int(counts[indexes > threshold].sum()))
+        calls_by_hour.append(calls)
+        series.append((hour, quantiles(indexes, counts, [q])[0] if calls >= MIN_HOURLY_CALLS else None))
+    point = changepoint.binomial_onset(above_by_hour, calls_by_hour)
+    started_at = None if point is None else hour_list[point]
     baseline_start, baseline_end = _baseline_bounds(run, baseline)
     what = "latency" if dist == "e2e_ms" else "TTFT"
     _candidate(
@@ -358,10 +362,16 @@ def _judge_error_rate(
         return
     name, statistic, p_value = two_proportion_greater(int(errors), int(calls), int(base_errors), int(base_calls))
     series: list[tuple[datetime, float | None]] = []
-    for hour in _series_hours(run, series_start):
+    errors_by_hour: list[int] = []
+    calls_by_hour: list[int] = []
+    hour_list = _series_hours(run, series_start)
+    for hour in hour_list:
         row = hours.sums.get(hour)
+        errors_by_hour.append(int(row["errors"]) if row else 0)
+        calls_by_hour.append(int(row["requests"]) if row else 0)
         enough = row is not None and row["requests"] >= MIN_HOURLY_CALLS
         series.append((hour, row["errors"] / row["requests"] if row is not None and enough else None))
+    point = changepoint.binomial_onset(errors_by_hour, calls_by_hour)
     baseline_start, baseline_end = _baseline_bounds(run, baseline)
     critical = rate - base_rate >= knobs.error_rate_critical_increase
     _candidate(
@@ -382,7 +392,7 @@ def _judge_error_rate(
             "current": _window(run.current_hours[0], run.now, calls, rate, errors=int(errors)),
             "series": [[hour.isoformat(), value] for hour, value in series],
         },
-        started_at=_onset(series),
+        started_at=None if point is None else hour_list[point],
     )  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.insights.changepoint import change_points, onset, segment_means
+from apps.insights.changepoint import binomial_change_points, binomial_onset, change_points, onset, segment_means
 
 
 def _noise(seed: int, n: int, sigma: float = 1.0) -> np.ndarray:
@@ -97,3 +97,31 @@ def test_a_single_outlier_is_not_a_change() -> None:
     values = list(10.0 + _noise(7, 72))
     values[30] += 6.0
     assert change_points(values) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_binomial_rate_without_change_has_no_point(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    trials = list(rng.integers(5, 80, 72))  # busy days, quiet nights
+    events = [int(rng.binomial(n, 0.01)) for n in trials]
+    assert binomial_change_points(events, trials) == []
+    assert binomial_onset(events, trials) is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_binomial_step_from_one_to_six_percent_is_found(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    trials = [int(n) for n in rng.integers(20, 60, 48)]
+    events = [int(rng.binomial(n, 0.01 if hour < 38 else 0.06)) for hour, n in enumerate(trials)]
+    began = binomial_onset(events, trials)
+    # ~2 events an hour after the change: where it began is known to within a few hours.
+    assert began is not None and abs(began - 38) <= 3
+
+
+def test_binomial_missing_hours_and_short_series() -> None:
+    trials = [40] * 20 + [0, 0] + [40] * 6
+    events = [1] * 20 + [0, 0] + [12] * 6
+    assert binomial_change_points(events, trials) == [22]
+    assert binomial_onset(events, trials) == 22
+    assert binomial_change_points([1, 9], [10, 10]) == []
+    assert binomial_onset([0, 0, 0], [0, 0, 0]) is None
