@@ -99,7 +99,7 @@ def test_a_single_outlier_is_not_a_change() -> None:
     assert change_points(values) == []
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(50))
 def test_binomial_rate_without_change_has_no_point(seed: int) -> None:
     rng = np.random.default_rng(seed)
     trials = list(rng.integers(5, 80, 72))  # busy days, quiet nights
