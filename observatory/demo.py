@@ -133,6 +133,8 @@ def settle(
     steps: list[tuple[str, Callable[[], str]]] = [
         ("rollups", lambda: f"{wait_for_rollups(rollup_timeout_s)} hours still noted"),
         ("GPU cost attribution", lambda: attribute_gpu_costs(gpu_budget_s)),
+        # Attribution notes the hours whose spans it priced: roll them up before anything reads.
+        ("rollups of attributed costs", lambda: f"{wait_for_rollups(rollup_timeout_s)} hours still noted"),
         ("insights", detect_insights),
         ("alert rules", evaluate_alerts),
         ("weekly review", send_review),
