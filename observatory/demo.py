@@ -80,12 +80,19 @@ def wait_for_rollups(timeout_s: float = 300, poll_s: float = 2.0) -> int:
             time.sleep(poll_s)  # the worker holds what is left
 
 
-def attribute_gpu_costs(budget_s: float = 90, poll_s: float = 2.0) -> str:
+def attribute_gpu_costs(budget_s: float = 90, poll_s: float = 2.0, restart: bool = False) -> str:
     """Drive the gpu.attribute_costs sweep until every project's attribution is within one
-    sweep of now or `budget_s` passes (beat's sweep carries on from there)."""
+    sweep of now or `budget_s` passes (beat's sweep carries on from there).
+
+    `restart` (right after a backfill): beat's sweep ran during the backfill and passed
+    intervals whose spans had not arrived yet, and late spans older than
+    GPU_LATE_LOOKBACK_HOURS are not looked for; dropping the cursors makes the sweep start
+    again at each project's first GPU sample and attribute the whole history."""
     from apps.gpu.models import AttributionCursor
     from apps.gpu.sweep import sweep
 
+    if restart:
+        AttributionCursor.objects.all().delete()
     deadline = time.monotonic() + budget_s
     behind = timedelta(seconds=settings.GPU_COST_GRACE_SECONDS + 2 * settings.GPU_COST_INTERVAL_SECONDS)
     intervals = 0
@@ -126,13 +133,16 @@ def send_review() -> str:
 
 
 def settle(
-    rollup_timeout_s: float = 300, gpu_budget_s: float = 90, say: Callable[[str], None] = print
+    rollup_timeout_s: float = 300,
+    gpu_budget_s: float = 90,
+    say: Callable[[str], None] = print,
+    after_backfill: bool = False,
 ) -> dict[str, bool]:
     """Every post-backfill step in order; returns which succeeded. A failure is logged and said,
     and the next step runs anyway."""
     steps: list[tuple[str, Callable[[], str]]] = [
         ("rollups", lambda: f"{wait_for_rollups(rollup_timeout_s)} hours still noted"),
-        ("GPU cost attribution", lambda: attribute_gpu_costs(gpu_budget_s)),
+        ("GPU cost attribution", lambda: attribute_gpu_costs(gpu_budget_s, restart=after_backfill)),
         # Attribution notes the hours whose spans it priced: roll them up before anything reads.
         ("rollups of attributed costs", lambda: f"{wait_for_rollups(rollup_timeout_s)} hours still noted"),
         ("insights", detect_insights),

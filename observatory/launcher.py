@@ -198,12 +198,13 @@ def _backfill(endpoint: str, key: str, days: int, incidents: list[str]) -> None:
     _say(f"backfill sent in {time.monotonic() - started:.0f} s")
 
 
-def _settle() -> None:
+def _settle(after_backfill: bool) -> None:
     """Rollups, GPU attribution, detectors, alert rules, the review (observatory/demo.py); each
     step reports itself and a failure of any never stops the demo."""
     started = time.monotonic()
     try:
-        subprocess.run([PY, "manage.py", "demo_settle"], cwd=ROOT, check=True)
+        command = [PY, "manage.py", "demo_settle"] + (["--after-backfill"] if after_backfill else [])
+        subprocess.run(command, cwd=ROOT, check=True)
     except (subprocess.CalledProcessError, OSError) as exc:
         _say(f"settling the demo data failed ({exc}); the demo starts anyway")
     _say(f"demo data settled in {time.monotonic() - started:.0f} s")
@@ -247,11 +248,12 @@ def demo(argv: list[str]) -> int:
         endpoint = f"http://{host}:{otlp_port}"
         marker = embedded.STATE_DIR / "demo-backfilled"
         incidents = _demo_incidents()
-        if not marker.exists():
+        backfilled = not marker.exists()
+        if backfilled:
             _say(f"loading {days} days of simulated traffic (incidents: {', '.join(incidents)}) to {endpoint} ...")
             _backfill(endpoint, credentials["key"], days, incidents)
             marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        _settle()
+        _settle(after_backfill=backfilled)
         live = [PY, "-m", "collectors.simulator", "--endpoint", endpoint, "--key", credentials["key"], "--live",
                 "--seed", str(secrets.randbelow(10**6))]  # fmt: skip
         from collectors.simulator.demo import ongoing
