@@ -2,8 +2,9 @@
 
 demo   embedded PostgreSQL + Redis (when DATABASE_URL / REDIS_URL are unset), migrate, a demo
        login and ingest key, gunicorn serving the dashboard and the OTLP receiver, a Celery
-       worker and beat (rollups every 15 s), simulated traffic (a backfill on first run, then
-       live). Ctrl-C stops everything it started.
+       worker and beat (rollups every 15 s), a local SMTP sink, simulated traffic (weeks of
+       history with incidents on first run, then live), then the detectors, alert rules and
+       the weekly review once (observatory/demo.py). Ctrl-C stops everything it started.
 test   the linters (ruff check, ruff format --check, mypy; `--no-lint` skips them for a
        targeted run, CI never does), then the whole test suite on the same embedded defaults,
        with a private embedded Redis as the Celery broker for the end-to-end test (when
@@ -18,12 +19,14 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,13 +132,98 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _free_port(host: str, preferred: int) -> int:
+    """`preferred` when nothing listens there, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError(f"no free port on {host}")
+
+
+def _start_mail_sink(host: str, port: int) -> Any:
+    """The demo's SMTP sink (apps/reports/demo.py) on loopback, keeping mail in a Maildir under
+    the state directory; points the children's EMAIL_* at it. None when it cannot start."""
+    try:
+        from apps.reports.demo import smtp_sink
+
+        maildir = embedded.STATE_DIR / "mail"
+        smtp_port = _free_port("127.0.0.1", int(os.environ.get("DEMO_SMTP_PORT", "1025")))
+        sink = smtp_sink(maildir, port=smtp_port)
+    except Exception as exc:  # the demo runs without mail rather than not at all
+        _say(f"mail sink not started ({type(exc).__name__}: {exc}); alerts and reviews will fail to send")
+        return None
+    os.environ.update(
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="127.0.0.1",
+        EMAIL_PORT=str(smtp_port),
+        EMAIL_USE_TLS="false",
+        EMAIL_USE_SSL="false",
+    )
+    os.environ.setdefault("PUBLIC_URL", f"http://{host}:{port}")
+    os.environ.setdefault("ALERTS_SITE_URL", os.environ["PUBLIC_URL"])
+    _say(f"mail sink on 127.0.0.1:{smtp_port}: alerts and reviews are kept in the Maildir {maildir}")
+    return sink
+
+
+def _demo_incidents() -> list[str]:
+    """The incident schedule (collectors/simulator/demo.py), fixed at the first backfill and kept,
+    so the live traffic of every later start carries on the incidents still under way."""
+    from collectors.simulator.demo import demo_incidents
+
+    kept = embedded.STATE_DIR / "demo-incidents"
+    if kept.exists():
+        return [line for line in kept.read_text().splitlines() if line.strip()]
+    specs = demo_incidents(datetime.now(UTC))
+    kept.write_text("\n".join(specs) + "\n")
+    return specs
+
+
+def _backfill(endpoint: str, key: str, days: int, incidents: list[str]) -> None:
+    command = [PY, "-m", "collectors.simulator", "--endpoint", endpoint, "--key", key,
+               "--backfill-days", str(days), "--seed", "7",
+               # GPU cost intervals are 5 minutes: one sample each keeps weeks of GPU and vLLM
+               # series quick to send (live traffic samples every minute).
+               "--sample-seconds", os.environ.get("DEMO_BACKFILL_SAMPLE_SECONDS", "300")]  # fmt: skip
+    older = os.environ.get("DEMO_OLDER_REQUESTS_PER_DAY")
+    if older:
+        command += ["--older-requests-per-day", older]
+    for spec in incidents:
+        command += ["--incident", spec]
+    started = time.monotonic()
+    subprocess.run(command, cwd=ROOT, check=True)
+    _say(f"backfill sent in {time.monotonic() - started:.0f} s")
+
+
+def _settle(after_backfill: bool) -> None:
+    """Rollups, GPU attribution, detectors, alert rules, the review (observatory/demo.py); each
+    step reports itself and a failure of any never stops the demo."""
+    started = time.monotonic()
+    try:
+        command = [PY, "manage.py", "demo_settle"] + (["--after-backfill"] if after_backfill else [])
+        subprocess.run(command, cwd=ROOT, check=True)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        _say(f"settling the demo data failed ({exc}); the demo starts anyway")
+    _say(f"demo data settled in {time.monotonic() - started:.0f} s")
+
+
 def demo(argv: list[str]) -> int:
     redis_handle = _embedded_services(need_redis=True)
     host = os.environ.get("OBSERVATORY_HOST", "127.0.0.1")
     port = int(os.environ.get("OBSERVATORY_PORT", "8000"))
     otlp_port = int(os.environ.get("OBSERVATORY_OTLP_PORT", "4318"))
-    days = int(os.environ.get("DEMO_BACKFILL_DAYS", "7"))
+    days = int(os.environ.get("DEMO_BACKFILL_DAYS", "35"))
+    # Weeks of history: the whole range gets GPU cost attribution, in 15-minute intervals so
+    # beat's sweep catches up quickly (both changeable in the environment).
+    os.environ.setdefault("GPU_ATTRIBUTION_BACKFILL_DAYS", str(days))
+    os.environ.setdefault("GPU_COST_INTERVAL_SECONDS", "900")
     children: list[subprocess.Popen[bytes]] = []
+    embedded.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    # Before any child: the worker and the settle step send mail through it.
+    mail_sink = _start_mail_sink(host, port)
 
     def stop(*_: object) -> None:
         # Last started, first stopped: the simulator flushes into a receiver still running,
@@ -159,35 +247,28 @@ def demo(argv: list[str]) -> int:
         children.append(_child(_celery_beat()))
         endpoint = f"http://{host}:{otlp_port}"
         marker = embedded.STATE_DIR / "demo-backfilled"
-        if not marker.exists():
-            _say(f"loading {days} days of simulated traffic through OTLP to {endpoint} ...")
-            subprocess.run(
-                [PY, "-m", "collectors.simulator", "--endpoint", endpoint, "--key", credentials["key"],
-                 "--backfill-days", str(days), "--seed", "7"],
-                cwd=ROOT, check=True,
-            )  # fmt: skip
+        incidents = _demo_incidents()
+        backfilled = not marker.exists()
+        if backfilled:
+            _say(f"loading {days} days of simulated traffic (incidents: {', '.join(incidents)}) to {endpoint} ...")
+            _backfill(endpoint, credentials["key"], days, incidents)
             marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        children.append(
-            _child(
-                [
-                    PY,
-                    "-m",
-                    "collectors.simulator",
-                    "--endpoint",
-                    endpoint,
-                    "--key",
-                    credentials["key"],
-                    "--live",
-                    "--seed",
-                    str(secrets.randbelow(10**6)),
-                ]
-            )
-        )
+        _settle(after_backfill=backfilled)
+        live = [PY, "-m", "collectors.simulator", "--endpoint", endpoint, "--key", credentials["key"], "--live",
+                "--seed", str(secrets.randbelow(10**6))]  # fmt: skip
+        from collectors.simulator.demo import ongoing
+
+        for spec in ongoing(incidents):
+            live += ["--incident", spec]
+        children.append(_child(live))
         _say("")
         _say(f"Dashboard:     http://{host}:{port}/   login {credentials['user']} / {credentials['password']}")
         _say(f"OTLP receiver: {endpoint}/v1/traces (also on port {port}); ingest key {credentials['key']}")
         _say("Celery worker and beat: rollups of new spans every 15 s.")
         _say("Simulated traffic keeps arriving live. Ctrl-C stops everything.")
+        if mail_sink is not None:
+            _say(f"Mail (alerts, weekly reviews): Maildir {embedded.STATE_DIR / 'mail'}; "
+                 f"the review archive: http://{host}:{port}/reviews/")  # fmt: skip
         while all(child.poll() is None for child in children):
             time.sleep(1)
         _say("a child process exited; stopping")
@@ -197,6 +278,8 @@ def demo(argv: list[str]) -> int:
         return 0
     finally:
         stop()
+        if mail_sink is not None:
+            mail_sink.stop()
         if redis_handle is not None:
             embedded.stop_redis(redis_handle)
         if os.environ["DATABASE_URL"].find(str(embedded.STATE_DIR)) != -1:

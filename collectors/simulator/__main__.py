@@ -15,6 +15,7 @@ from typing import NoReturn
 from collectors.simulator.incidents import describe_incidents
 from collectors.simulator.runner import (
     DEFAULT_ENDPOINT,
+    DEFAULT_FULL_RATE_DAYS,
     DEFAULT_LIVE_RATE_PER_MIN,
     DEFAULT_REQUESTS_PER_DAY,
     PROTOCOLS,
@@ -49,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="backfill requests per day across all tenants (default %(default)s)",
     )
     parser.add_argument(
+        "--older-requests-per-day", type=float, metavar="R",
+        help="backfill days more than --full-rate-days before now get R requests per day instead "
+        "(quick weeks of baseline history)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--full-rate-days", type=float, default=DEFAULT_FULL_RATE_DAYS, metavar="D",
+        help="with --older-requests-per-day: the last D days keep --requests-per-day (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-serving-metrics", action="store_true",
         help="send spans only: no simulated GPU samples or vLLM series to ENDPOINT/v1/metrics",
     )  # fmt: skip
@@ -81,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("nothing to do: give --backfill-days N, --live, or both")
     if args.backfill_days is not None and args.backfill_days <= 0:
         parser.error("--backfill-days must be positive")
+    if args.older_requests_per_day is not None and args.older_requests_per_day < 0:
+        parser.error("--older-requests-per-day must not be negative")
+    if args.full_rate_days < 0:
+        parser.error("--full-rate-days must not be negative")
     if args.rate <= 0:
         parser.error("--rate must be positive")
     if args.sample_seconds < 1:
@@ -106,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 now,
                 requests_per_day=args.requests_per_day,
                 progress=progress,
+                older_requests_per_day=args.older_requests_per_day,
+                full_rate_days=args.full_rate_days,
             )
             sim.flush()
             if args.live:

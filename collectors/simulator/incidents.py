@@ -1,9 +1,9 @@
 """Named incidents: scenarios that change the simulated traffic inside a time window.
 
-A spec reads `NAME:TARGET@START[..END]`, e.g. `silent-model-change:support-chat@-2d` or
-`p99-regression:gpt-4o@2026-11-18T09:00..2026-11-19T09:00`. Times are `now`, relative to now
-(`-2d`, `-6h30m`, `+10m`) or ISO 8601 (naive means UTC); without END the incident lasts to the
-end of the run.
+A spec reads `NAME:TARGET@START[..END]`, e.g. `silent-model-change:support-chat@-2d`,
+`p99-regression:gpt-4o@2026-11-18T09:00..2026-11-19T09:00` or `error-burst:anthropic@-3h..-2h`.
+Times are `now`, relative to now (`-2d`, `-6h30m`, `+10m`) or ISO 8601 (naive means UTC);
+without END the incident lasts to the end of the run.
 
 To add a scenario, subclass `Incident`, give it a `name`, override `traffic_multiplier` (more or
 fewer requests) and/or `apply` (tweak one call's drawn parameters before its timing is derived),
@@ -18,8 +18,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import ClassVar
 
-from collectors.simulator.catalog import FEATURES, MODELS, TENANTS, heaviest_feature
-from collectors.simulator.plan import CallPlan, RequestPlan, new_fingerprint, set_output_tokens
+from collectors.simulator.catalog import FEATURES, MODELS, PROVIDERS, TENANTS, heaviest_feature
+from collectors.simulator.plan import (
+    RATE_LIMIT_ERROR,
+    CallPlan,
+    RequestPlan,
+    new_fingerprint,
+    set_output_tokens,
+)
 from collectors.simulator.traffic import from_ns, parse_time, to_ns
 
 
@@ -93,19 +99,25 @@ class SilentModelChange(Incident):
 @register
 class P99Regression(Incident):
     name = "p99-regression"
-    target_help = "MODEL"
+    target_help = "MODEL|FEATURE"
     description = (
-        "From START, 5% of calls to MODEL (the requested model name) take 4x as long: the tail moves, "
-        "the median does not."
+        "From START, 5% of calls to MODEL (the requested model name), or of FEATURE's calls, take 4x as "
+        "long: the tail moves, the median does not."
     )
     share = 0.05
     slowdown = 4.0
 
     def check_target(self) -> None:
-        _check_choice("model", self.target, MODELS)
+        if self.target not in FEATURES:
+            _check_choice("model or feature", self.target, {**MODELS, **FEATURES})
+
+    def _hits(self, request: RequestPlan, call: CallPlan) -> bool:
+        if self.target in FEATURES:
+            return request.feature.name == self.target
+        return call.model.name == self.target
 
     def apply(self, request: RequestPlan, call: CallPlan, rng: random.Random) -> bool:
-        if call.model.name != self.target or call.failed or rng.random() >= self.share:
+        if not self._hits(request, call) or call.failed or rng.random() >= self.share:
             return False
         call.latency_factor *= self.slowdown
         return True
@@ -135,6 +147,70 @@ class CostSpike(Incident):
 
     def apply(self, request: RequestPlan, call: CallPlan, rng: random.Random) -> bool:
         return request.tenant.name == self.tenant and request.feature.name == self.feature
+
+
+@register
+class CacheHitDrop(Incident):
+    name = "cache-hit-drop"
+    target_help = "FEATURE|TENANT"
+    description = (
+        "From START, the provider's prompt cache stops matching FEATURE's (or TENANT's) prompts, like "
+        "a prompt template that gained a timestamp at its top: cached input falls to ~0, Anthropic "
+        "writes the prefix again on every call, and uncached input makes first tokens slower and "
+        "input cost higher."
+    )
+    # A few calls still hit: a cache that collapsed, not a switch turned off.
+    residual_hit_p = 0.02
+
+    def check_target(self) -> None:
+        if self.target not in FEATURES:
+            _check_choice("feature or tenant", self.target, {**FEATURES, **TENANTS})
+
+    def apply(self, request: RequestPlan, call: CallPlan, rng: random.Random) -> bool:
+        if self.target not in (request.feature.name, request.tenant.name) or not call.cache_read_tokens:
+            return False
+        if rng.random() < self.residual_hit_p:
+            return False
+        if call.provider.name == "anthropic":
+            # Explicit cache_control: a miss writes the prefix, charged at the write rate.
+            call.cache_write_tokens = call.cache_read_tokens
+        call.cache_read_tokens = 0
+        return True
+
+
+@register
+class ErrorBurst(Incident):
+    name = "error-burst"
+    target_help = "PROVIDER|MODEL"
+    description = (
+        "From START, about a third of the calls to PROVIDER (or to MODEL) fail: rate limits (429), the "
+        "provider's overloaded/5xx error, and plain 500s, each with its error.type, as during a "
+        "provider's partial outage. The app resends rate-limited calls as usual."
+    )
+    share = 0.33
+    # (share of the failures, error type, message, seconds until the error came back)
+    causes: ClassVar[tuple[tuple[float, str, str, tuple[float, float]], ...]] = (
+        (0.45, RATE_LIMIT_ERROR, "Error code: 429 - rate limit exceeded", (0.05, 0.4)),
+        (0.35, "", "Error code: 529 - overloaded", (0.2, 2.5)),
+        (0.20, "InternalServerError", "Error code: 500 - internal server error", (0.3, 4.0)),
+    )
+
+    def check_target(self) -> None:
+        if self.target not in PROVIDERS:
+            _check_choice("provider or model", self.target, {**PROVIDERS, **MODELS})
+
+    def apply(self, request: RequestPlan, call: CallPlan, rng: random.Random) -> bool:
+        target = call.provider.name if self.target in PROVIDERS else call.model.name
+        if target != self.target or call.failed or rng.random() >= self.share:
+            return False
+        _, error_type, message, (low, high) = rng.choices(self.causes, weights=[c[0] for c in self.causes])[0]
+        # The middle cause is the provider's own overloaded/5xx error type (OverloadedError, ...).
+        call.error_type = error_type or call.provider.server_error_type
+        call.error_message = message
+        call.fixed_duration_s = rng.uniform(low, high)
+        call.output_tokens = call.reasoning_tokens = 0
+        call.vllm = None  # a rejected or failed request writes no llm_request span
+        return True
 
 
 def drifted_snapshot(model: str, style: str, at: datetime) -> str:
@@ -172,6 +248,7 @@ def describe_incidents() -> str:
         f"TENANT: {', '.join(TENANTS)}",
         f"FEATURE: {', '.join(FEATURES)}",
         f"MODEL: {', '.join(MODELS)}",
+        f"PROVIDER: {', '.join(PROVIDERS)}",
     ]
     return "\n".join(scenarios + targets)
 

@@ -53,6 +53,12 @@ MAX_QUEUE_SIZE = 65_536
 BACKLOG_HIGH_WATER = MAX_QUEUE_SIZE // 2
 BACKLOG_LOW_WATER = MAX_QUEUE_SIZE // 8
 LIVE_METRICS_LAG_NS = 120 * NS_PER_S
+# Arrivals come in time order and every call of a request starts after its arrival; only
+# requests moved back to finish by the backfill's end start earlier, by far less than this.
+BACKFILL_METRICS_LAG_NS = 3600 * NS_PER_S
+# With --older-requests-per-day: the last days keep the full rate (the detectors' "same hours
+# last week" and the weekly review's two weeks need full-rate traffic to compare).
+DEFAULT_FULL_RATE_DAYS = 22.0
 
 
 def traces_url(endpoint: str) -> str:
@@ -193,25 +199,43 @@ class Simulator:
         *,
         requests_per_day: float = DEFAULT_REQUESTS_PER_DAY,
         progress: bool = False,
+        older_requests_per_day: float | None = None,
+        full_rate_days: float = DEFAULT_FULL_RATE_DAYS,
     ) -> SimulationSummary:
-        """Emit `requests` traces (default: requests_per_day over the range) in [start, end]."""
+        """Emit `requests` traces (default: requests_per_day over the range) in [start, end].
+
+        `older_requests_per_day`: days more than `full_rate_days` before `end` get this rate
+        instead (with `requests` unset), so weeks of baseline history load quickly.
+        """
         start_ns, end_ns = to_ns(start), to_ns(end)
         if end_ns <= start_ns:
             raise ValueError("backfill end must be after its start")
-        if requests is None:
-            requests = round(requests_per_day * (end_ns - start_ns) / (86400 * NS_PER_S))
-        self.summary.start, self.summary.end = start, end
+        day_ns = 86400 * NS_PER_S
         # The range is part of the seed material: the same seed over a different range gives new
         # trace ids, so a second backfill is not swallowed by the receiver's idempotency.
         base = f"{self.seed}:{start_ns}:{end_ns}"
-        arrivals = draw_arrivals(random.Random(f"{base}:arrivals"), start_ns, end_ns, requests, f"{base}:req")
+        split_ns = end_ns - int(full_rate_days * day_ns)
+        if requests is None and older_requests_per_day is not None and start_ns < split_ns:
+            # Two draws; the recent one keeps the whole range's seed material, so the last
+            # days are the same whatever the older rate.
+            older = round(older_requests_per_day * (split_ns - start_ns) / day_ns)
+            recent = round(requests_per_day * (end_ns - split_ns) / day_ns)
+            arrivals = draw_arrivals(
+                random.Random(f"{base}:older"), start_ns, split_ns, older, f"{base}:older-req"
+            ) + draw_arrivals(random.Random(f"{base}:arrivals"), split_ns, end_ns, recent, f"{base}:req")
+        else:
+            if requests is None:
+                requests = round(requests_per_day * (end_ns - start_ns) / day_ns)
+            arrivals = draw_arrivals(random.Random(f"{base}:arrivals"), start_ns, end_ns, requests, f"{base}:req")
+        self.summary.start, self.summary.end = start, end
         arrivals = self._apply_traffic_incidents(arrivals, end_ns)
         if self.serving is not None:
             # GPUs are paid for (and sampled) over the whole range, busy or not.
             self.serving.cover(start_ns)
             self._metrics_until_ns = max(self._metrics_until_ns, end_ns)
+            self.serving.send_in_background()
         with tqdm(total=len(arrivals), unit="req", disable=not progress, desc="backfill") as bar:
-            for arrival in arrivals:
+            for index, arrival in enumerate(arrivals):
                 req = plan_request(arrival, self.incidents)
                 # A request near the end finishes by `end`: no spans from the future.
                 duration_ns = int(req.duration_s * NS_PER_S)
@@ -219,6 +243,9 @@ class Simulator:
                     req.start_ns = max(start_ns, end_ns - duration_ns)
                 self._emit(req)
                 bar.update()
+                if self.serving is not None and index % 256 == 0:
+                    # Periods well behind the arrivals are complete: send them while spans go on.
+                    self.serving.flush(arrival.at_ns - BACKFILL_METRICS_LAG_NS, whole_exports_only=True)
         return self.summary
 
     def live(
@@ -326,6 +353,7 @@ class Simulator:
         self.summary.failed_spans = self._exporter.failed
         if self.serving is not None:
             self.serving.flush(self._metrics_until_ns)
+            self.serving.drain()
             self.summary.metric_points = self.serving.exported_points
             self.summary.failed_metric_exports = self.serving.failed_exports
 
@@ -334,6 +362,8 @@ class Simulator:
             self._closed = True
             self.flush()
             self._processor.shutdown()
+            if self.serving is not None:
+                self.serving.close()
             if self._metric_exporter is not None and self._owns_metric_exporter:
                 self._metric_exporter.shutdown()
             self.summary.elapsed_s = time.monotonic() - self._started

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,7 @@ from collectors.simulator.traffic import NS_PER_S
 DEFAULT_SAMPLE_S = 60
 # Periods per export request: a week of one-minute samples goes in ~170 requests per instance.
 PERIODS_PER_EXPORT = 60
+MAX_PENDING_EXPORTS = 4
 LATENCY_BOUNDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 ITL_BOUNDS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
 HISTOGRAMS = {
@@ -116,6 +118,8 @@ class ServingMetrics:
         self._extremes: dict[tuple[str, str], tuple[float, float]] = {}
         self.exported_points = 0
         self.failed_exports = 0
+        self._sender: ThreadPoolExecutor | None = None
+        self._pending: list[Future[tuple[bool, int]]] = []
 
     def cover(self, from_ns: int) -> None:
         """Samples start at the period holding `from_ns` (the first call of backfill or live)."""
@@ -161,8 +165,12 @@ class ServingMetrics:
             setattr(cell, what, getattr(cell, what) + (upto - at) / NS_PER_S)
             at = upto
 
-    def flush(self, until_ns: int) -> None:
-        """Export every period of every instance that ends at or before `until_ns`."""
+    def flush(self, until_ns: int, *, whole_exports_only: bool = False) -> None:
+        """Export every period of every instance that ends at or before `until_ns`.
+
+        `whole_exports_only`: leave a last, partial export's periods for a later flush (a
+        backfill flushing as it goes sends full requests, not one per few periods).
+        """
         if self._exported_until is None:
             return
         periods = []
@@ -170,9 +178,39 @@ class ServingMetrics:
         while at + self.sample_ns <= until_ns:
             periods.append(at)
             at += self.sample_ns
+        if whole_exports_only:
+            periods = periods[: len(periods) - len(periods) % PERIODS_PER_EXPORT]
+            at = periods[-1] + self.sample_ns if periods else self._exported_until
         for chunk_start in range(0, len(periods), PERIODS_PER_EXPORT):
             self._export(periods[chunk_start : chunk_start + PERIODS_PER_EXPORT])
         self._exported_until = at
+
+    def drain(self) -> None:
+        """Wait for the exports handed to the background sender (a no-op without one)."""
+        if self._sender is None:
+            return
+        for pending in self._pending:
+            self._count(*pending.result())
+        self._pending.clear()
+
+    def send_in_background(self) -> None:
+        """Send exports from one background thread, so a backfill keeps generating spans while
+        the receiver stores metrics (the two requests then use two receiver workers). Points
+        are still built here, in the caller's thread: the period cells are not shared."""
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serving-metrics")
+
+    def close(self) -> None:
+        self.drain()
+        if self._sender is not None:
+            self._sender.shutdown()
+            self._sender = None
+
+    def _count(self, ok: bool, points: int) -> None:
+        if ok:
+            self.exported_points += points
+        else:
+            self.failed_exports += 1
 
     # ------------------------------------------------------------------ building the points
 
@@ -217,10 +255,16 @@ class ServingMetrics:
         points = sum(
             len(metric.data.data_points) for rm in resource_metrics for sm in rm.scope_metrics for metric in sm.metrics
         )
-        if self._exporter.export(data).name == "SUCCESS":
-            self.exported_points += points
-        else:
-            self.failed_exports += 1
+        if self._sender is None:
+            self._count(*self._send(data, points))
+            return
+        # At most a few requests in flight: memory stays bounded when the receiver is slower.
+        while len(self._pending) >= MAX_PENDING_EXPORTS:
+            self._count(*self._pending.pop(0).result())
+        self._pending.append(self._sender.submit(self._send, data, points))
+
+    def _send(self, data: MetricsData, points: int) -> tuple[bool, int]:
+        return self._exporter.export(data).name == "SUCCESS", points
 
     def _gpu_points(self, instance: str, cell: _Period, time_ns: int, out: dict[str, list[NumberDataPoint]]) -> None:
         sample_s = self.sample_ns / NS_PER_S

@@ -153,3 +153,155 @@ def test_registry_is_open_for_new_scenarios() -> None:
         assert quiet.summary.per_tenant["globex"].traces > 0
     finally:
         del INCIDENTS["test-quiet-hours"]
+
+
+def _cache_reads(span: ReadableSpan) -> int:
+    attrs = span.attributes or {}
+    reads = attrs.get("gen_ai.usage.cache_read.input_tokens") or attrs.get("llm.token_count.prompt_details.cache_read")
+    return int(reads or 0)  # type: ignore[arg-type]
+
+
+def _input_tokens(span: ReadableSpan) -> int:
+    attrs = span.attributes or {}
+    for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"):
+        if key in attrs:
+            return int(attrs[key])  # type: ignore[arg-type]
+    return 0
+
+
+def test_cache_hit_drop_empties_one_features_cache_reads_in_its_window_only(baseline: Run) -> None:
+    window_end = END - timedelta(hours=6)
+    dropped = run_in_memory(incidents=["cache-hit-drop:support-chat@-1d..-6h"])
+    traces = _feature_of_traces(baseline)
+    before = _by_span(baseline)
+    start_ns, end_ns = to_ns(INCIDENT_START), to_ns(window_end)
+    reads_before = reads_after = writes_before = writes_after = calls = 0
+    for key, span in _by_span(dropped).items():
+        old = before[key]
+        _, feature, root_start = traces[span.context.trace_id]
+        if feature != "support-chat" or not start_ns <= root_start < end_ns:
+            assert fingerprint(span) == fingerprint(old)
+            continue
+        if not is_llm_client(span):
+            continue
+        calls += 1
+        # Same prompts: the input is as large as before, only its cached part is gone.
+        assert _input_tokens(span) == _input_tokens(old)
+        reads_before += _cache_reads(old)
+        reads_after += _cache_reads(span)
+        attrs, old_attrs = span.attributes or {}, old.attributes or {}
+        writes_before += int(old_attrs.get("gen_ai.usage.cache_creation.input_tokens", 0))  # type: ignore[arg-type]
+        writes_after += int(attrs.get("gen_ai.usage.cache_creation.input_tokens", 0))  # type: ignore[arg-type]
+    assert calls > 100
+    assert reads_before > 100_000
+    assert reads_after < 0.05 * reads_before
+    # Anthropic writes the prefix again on every miss: the cache-write charge goes up.
+    assert writes_after > writes_before
+    assert dropped.summary.incident_hits["cache-hit-drop:support-chat@-1d..-6h"] > 50
+
+
+def test_cache_hit_drop_by_tenant_touches_only_that_tenant(baseline: Run) -> None:
+    dropped = run_in_memory(incidents=["cache-hit-drop:globex@-1d"])
+    traces = _feature_of_traces(baseline)
+    before = _by_span(baseline)
+    start_ns = to_ns(INCIDENT_START)
+    reads_before = reads_after = 0
+    for key, span in _by_span(dropped).items():
+        tenant, _, root_start = traces[span.context.trace_id]
+        if tenant != "globex" or root_start < start_ns:
+            assert fingerprint(span) == fingerprint(before[key])
+        elif is_llm_client(span):
+            reads_before += _cache_reads(before[key])
+            reads_after += _cache_reads(span)
+    assert reads_before > 10_000 and reads_after < 0.05 * reads_before
+
+
+def _is_error(span: ReadableSpan) -> bool:
+    return span.status.status_code.name == "ERROR"
+
+
+def test_error_burst_fails_a_third_of_one_providers_calls_with_typed_errors(baseline: Run) -> None:
+    burst = run_in_memory(incidents=["error-burst:anthropic@-1d"])
+    start_ns = to_ns(INCIDENT_START)
+
+    def anthropic_calls(run: Run, after: bool) -> list[ReadableSpan]:
+        return [
+            s
+            for s in run.spans
+            if is_llm_client(s)
+            and (s.attributes or {}).get("gen_ai.provider.name") == "anthropic"
+            and (s.start_time >= start_ns) == after
+        ]
+
+    calls = anthropic_calls(burst, after=True)
+    failed = [s for s in calls if _is_error(s)]
+    usual = anthropic_calls(baseline, after=True)
+    assert len(calls) > 100
+    assert 0.25 <= len(failed) / len(calls) <= 0.45
+    assert sum(_is_error(s) for s in usual) / len(usual) < 0.06
+    types = Counter(str((s.attributes or {})["error.type"]) for s in failed)
+    assert {"RateLimitError", "OverloadedError", "InternalServerError"} <= set(types)
+    # A failed call reports no usage and ends with an exception event, as the SDKs record it.
+    assert all("gen_ai.usage.output_tokens" not in (s.attributes or {}) for s in failed)
+    assert all(s.events and s.events[0].name == "exception" for s in failed)
+    # Before the burst, and for every other provider's requests, nothing changed.
+    before = _by_span(baseline)
+    traces = _feature_of_traces(baseline)
+    untouched = 0
+    by_trace = burst.by_trace()
+    for trace_id, spans in by_trace.items():
+        root_start = traces[trace_id][2]
+        uses_anthropic = any((s.attributes or {}).get("gen_ai.provider.name") == "anthropic" for s in spans)
+        if root_start < start_ns or not uses_anthropic:
+            for span in spans:
+                assert fingerprint(span) == fingerprint(before[(span.context.trace_id, span.context.span_id)])
+            untouched += 1
+    assert untouched > 1000
+
+
+def test_error_burst_by_model_and_its_window_end(baseline: Run) -> None:
+    burst = run_in_memory(incidents=["error-burst:gpt-4o-mini@-1d..-12h"])
+    start_ns, end_ns = to_ns(INCIDENT_START), to_ns(END - timedelta(hours=12))
+
+    def share_failed(run: Run, lo: int, hi: int, model: str) -> float:
+        calls = [
+            s
+            for s in run.spans
+            if is_llm_client(s)
+            and (s.attributes or {}).get("gen_ai.request.model") == model
+            and lo <= s.start_time < hi
+        ]
+        return sum(_is_error(s) for s in calls) / max(1, len(calls))
+
+    assert share_failed(burst, start_ns, end_ns, "gpt-4o-mini") > 0.25
+    assert share_failed(burst, end_ns + 10**10, to_ns(END), "gpt-4o-mini") < 0.08
+    assert share_failed(burst, start_ns, end_ns, "gpt-4o") < 0.08
+
+
+def test_new_incident_targets_are_checked() -> None:
+    for bad in ("cache-hit-drop:nobody@-1d", "error-burst:support-chat@-1d", "error-burst:azure@-1d"):
+        with pytest.raises(ValueError, match="choose one of"):
+            parse_incident(bad, END)
+    assert parse_incident("error-burst:anthropic@-2h..-1h", END).target == "anthropic"
+    assert parse_incident("cache-hit-drop:acme@-2h", END).target == "acme"
+    feature = parse_incident("p99-regression:search-rerank@-8h", END)
+    assert feature.target == "search-rerank"
+
+
+def test_p99_regression_on_a_feature_slows_only_that_features_calls(baseline: Run) -> None:
+    slowed = run_in_memory(incidents=["p99-regression:support-chat@-1d"])
+    traces = _feature_of_traces(baseline)
+    before = _by_span(baseline)
+    start_ns = to_ns(INCIDENT_START)
+    slow = compared = 0
+    for key, span in _by_span(slowed).items():
+        old = before[key]
+        _, feature, root_start = traces[span.context.trace_id]
+        if feature != "support-chat" or root_start < start_ns:
+            assert fingerprint(span) == fingerprint(old)
+            continue
+        if is_llm_client(span):
+            compared += 1
+            slow += (span.end_time - span.start_time) > 3.9 * (old.end_time - old.start_time)
+    assert compared > 200
+    assert 0.02 < slow / compared < 0.10

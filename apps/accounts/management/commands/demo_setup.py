@@ -7,12 +7,14 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from apps.accounts.models import IngestKey, Project
+from observatory.demo import seed_demo_alerting
 from observatory.embedded import STATE_DIR
 
 
 class Command(BaseCommand):
     help = (
-        "Create (or reuse) the demo login, project and ingest key for `run.py demo`. The demo's "
+        "Create (or reuse) the demo login, project, ingest key, email channel and alert rules for "
+        "`run.py demo`. The demo's "
         "plaintext password and key live in .observatory/ on this machine only."
     )
 
@@ -35,4 +37,9 @@ class Command(BaseCommand):
             _, key = IngestKey.issue(project, "demo simulator")
             key_file.write_text(key)
             key_file.chmod(0o600)
+        # Its channel and rules: the demo's incidents trip them (observatory/demo.py).
+        try:
+            seed_demo_alerting(project, user)
+        except Exception as exc:  # the demo runs without its rules rather than not at all
+            self.stderr.write(f"demo alert rules not created: {type(exc).__name__}: {exc}")
         self.stdout.write(f"user=demo\npassword={password}\nkey={key}\n")
