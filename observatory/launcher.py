@@ -254,7 +254,12 @@ def demo(argv: list[str]) -> int:
             _backfill(endpoint, credentials["key"], days, incidents)
             marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         _settle(after_backfill=backfilled)
+        from collectors.simulator.runner import DEFAULT_REQUESTS_PER_DAY as DEMO_REQUESTS_PER_DAY
+
+        # Live traffic continues the backfill at its volume and daily/weekly shape, so the
+        # detectors see no step where history ends (a flat 60/min was ~29x the backfill).
         live = [PY, "-m", "collectors.simulator", "--endpoint", endpoint, "--key", credentials["key"], "--live",
+                "--shaped", "--rate", os.environ.get("DEMO_LIVE_RATE_PER_MIN", f"{DEMO_REQUESTS_PER_DAY / 1440:.3f}"),
                 "--seed", str(secrets.randbelow(10**6))]  # fmt: skip
         from collectors.simulator.demo import ongoing
 

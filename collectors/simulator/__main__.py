@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backfill-days", type=float, metavar="N", help="first send N days of history ending now")
     parser.add_argument("--live", action="store_true", help="then keep sending in real time until Ctrl-C")
     parser.add_argument(
+        "--shaped",
+        action="store_true",
+        help="live: --rate is the weekly average and follows the tenants' daily and weekly load, "
+        "like a backfill (give --rate as backfill requests per day / 1440 to continue it evenly)",
+    )
+    parser.add_argument(
         "--rate", type=float, default=DEFAULT_LIVE_RATE_PER_MIN, help="live requests per minute (default %(default)s)"
     )
     parser.add_argument(
@@ -128,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"backfill done: {sim.summary.traces:,} traces; going live", file=sys.stderr)
         if args.live:
             print(f"live at {args.rate:g} requests/min; Ctrl-C to stop", file=sys.stderr)
-            sim.live(args.rate, progress=progress)
+            sim.live(args.rate, progress=progress, shaped=args.shaped)
     except KeyboardInterrupt:
         print("\nstopping: flushing what was generated", file=sys.stderr)
     finally:

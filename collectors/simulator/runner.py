@@ -32,6 +32,8 @@ from collectors.simulator.traffic import (
     Arrival,
     draw_arrivals,
     from_ns,
+    mean_overall_load,
+    overall_load,
     pick_feature,
     pick_tenant,
     to_ns,
@@ -255,10 +257,14 @@ class Simulator:
         stop: threading.Event | None = None,
         duration_s: float | None = None,
         progress: bool = False,
+        shaped: bool = False,
     ) -> SimulationSummary:
         """Emit requests as a Poisson stream at `rate_per_min` until `stop` is set or `duration_s` passes.
 
         Each trace ends as it is emitted (it started its duration ago), like a real app's spans.
+        `shaped`: `rate_per_min` is the weekly average and the rate follows the tenants' daily
+        and weekly load, as a backfill's arrivals do (so live traffic continues a backfilled
+        history at the same volume instead of jumping to a flat rate).
         """
         if rate_per_min <= 0:
             raise ValueError("live rate must be positive")
@@ -268,9 +274,11 @@ class Simulator:
         deadline = time.monotonic() + duration_s if duration_s is not None else None
         next_at = time.monotonic()
         index = 0
+        mean_load = mean_overall_load() if shaped else 1.0
         with tqdm(unit="req", disable=not progress, desc="live") as bar:
             while True:
-                next_at += rng.expovariate(rate_per_min / 60)
+                rate = rate_per_min * (overall_load(datetime.now(UTC)) / mean_load if shaped else 1.0)
+                next_at += rng.expovariate(max(rate, 1e-3) / 60)
                 if deadline is not None and next_at > deadline:
                     stop.wait(max(0.0, deadline - time.monotonic()))
                     break

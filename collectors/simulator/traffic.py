@@ -44,6 +44,14 @@ class Arrival:
     key: str
 
 
+def mean_overall_load() -> float:
+    """`overall_load` averaged over a week (15-minute steps): what a backfill's requests per
+    day average over, so live traffic scaled by load / mean matches the backfill's volume."""
+    monday = datetime(2026, 11, 16, tzinfo=UTC)
+    steps = 7 * 24 * 4
+    return sum(overall_load(monday + timedelta(minutes=15 * i)) for i in range(steps)) / steps
+
+
 def draw_arrivals(rng: random.Random, start_ns: int, end_ns: int, count: int, key_prefix: str) -> list[Arrival]:
     """`count` arrivals in [start_ns, end_ns), shaped by each tenant's load, sorted by time."""
     if count <= 0 or end_ns <= start_ns:

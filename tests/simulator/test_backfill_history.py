@@ -81,3 +81,22 @@ def test_backfill_sends_serving_metrics_as_it_goes_every_period_once() -> None:
     )
     assert all(a[1] <= b[1] for a, b in itertools.pairwise(prompt))
     assert prompt[-1][1] > 0
+
+
+def test_shaped_live_traffic_runs_at_the_backfills_average_volume_scaled_by_the_load_now() -> None:
+    """The demo's live traffic continues its backfill: --rate is the weekly average, scaled by
+    the tenants' load at this moment, so there is no step where history ends."""
+    from datetime import UTC, datetime
+
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from collectors.simulator.runner import Simulator
+    from collectors.simulator.traffic import mean_overall_load, overall_load
+
+    week = mean_overall_load()
+    assert 0 < min(overall_load(datetime(2026, 11, 21, 3, tzinfo=UTC)), week) < week < 1
+    expected = 12_000 / 60 * 2.0 * overall_load(datetime.now(UTC)) / week
+    with Simulator(exporter=InMemorySpanExporter(), seed=3) as sim:
+        sim.live(12_000, duration_s=2.0, shaped=True)
+    # Poisson: within six standard deviations of the shaped expectation.
+    assert abs(sim.summary.traces - expected) < 6 * expected**0.5 + 3, (sim.summary.traces, expected)
