@@ -14,6 +14,7 @@ same rule.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -104,6 +105,7 @@ def week_findings(scope: Scope, week: ReviewWeek) -> list[FindingLine]:
     allowed = _allowed(scope)
     if allowed is not None:
         found = found.filter(tenant__in=allowed)
+    page = finding_page()
     lines = []
     for finding in found.only(
         "id", "kind", "severity", "status", "title", "slice", "tenant", "started_at", "first_seen_at",
@@ -124,7 +126,7 @@ def week_findings(scope: Scope, week: ReviewWeek) -> list[FindingLine]:
                 first_seen_at=finding.first_seen_at,
                 ended_at=ended_at,
                 new_this_week=finding.first_seen_at >= week.start,
-                link=finding_link(finding.pk, finding.as_filters(), week),
+                link=_finding_link(finding.pk, finding.as_filters(), week, page),
             )
         )
     lines.sort(key=lambda line: line.rank)
@@ -144,19 +146,31 @@ def _first_reversible(names: tuple[str, ...], args: list[Any]) -> str | None:
     return None
 
 
+def finding_page() -> Callable[[int], str] | None:
+    """How to link a finding's own page, found once per review build (a failed reverse costs
+    an exception; a review lists hundreds of findings): None when there are no findings pages."""
+    for name in FINDING_URL_NAMES:
+        try:
+            reverse(name, args=[1])
+        except NoReverseMatch:
+            continue
+        return lambda pk, name=name: reverse(name, args=[pk])  # type: ignore[misc]
+    try:
+        resolve("/findings/1/")
+    except Resolver404:
+        return None
+    return lambda pk: f"/findings/{pk}/"
+
+
 def finding_link(pk: int, filters: dict[str, Any], week: ReviewWeek) -> str:
     """The finding's page when the findings pages exist, else the overview filtered to its
     slice over the week."""
-    found = _first_reversible(FINDING_URL_NAMES, [pk])
-    if found is None:
-        path = f"/findings/{pk}/"
-        try:
-            resolve(path)
-            found = path
-        except Resolver404:
-            pass
-    if found is not None:
-        return found
+    return _finding_link(pk, filters, week, finding_page())
+
+
+def _finding_link(pk: int, filters: dict[str, Any], week: ReviewWeek, page: Callable[[int], str] | None) -> str:
+    if page is not None:
+        return page(pk)
     query = {"start": week.start.isoformat(), "end": week.end.isoformat(), **dict(sorted(filters.items()))}
     return f"{reverse('overview')}?{urlencode(query)}"
 
