@@ -95,6 +95,8 @@ def main() -> None:
     print(f"{spans:,} spans over the {DAYS} days; now = {now:%Y-%m-%d %H:%M} UTC; reviewing {week.label} "
           f"({week.describe()}) against {week.previous.label}")  # fmt: skip
 
+    events = _make_events(Project.objects.order_by("pk").first(), week, TENANTS, random.Random(args.seed))
+    print(f"findings and alert notifications around the week: {events}")
     scopes = _make_readers(args.users, TENANTS, random.Random(args.seed), get_user_model(), TenantAccess)
     print(f"{args.users} readers in {scopes} distinct scopes")
     WeeklyReview.objects.filter(user__username__startswith="bench-reader-").delete()
@@ -119,6 +121,42 @@ def main() -> None:
     if len(result.ready) != args.users:
         raise SystemExit(f"expected {args.users} reviews, built {len(result.ready)}")
     print(f"review_s_per_user={took / args.users:.3f}")
+
+
+def _make_events(project: Any, week: Any, tenants: list[str], rng: random.Random) -> str:
+    """Findings and alert episodes over the reviewed week and the weeks around it (made once):
+    a few hundred findings per month and a few dozen alert episodes, most about one tenant."""
+    from apps.alerts.models import AlertRule, AlertState, Notification
+    from apps.insights.models import Finding
+
+    if not Finding.objects.filter(signature__startswith="bench:").exists():
+        findings = []
+        for number in range(400):
+            seen = week.start - timedelta(days=21) + timedelta(minutes=rng.randrange(35 * 24 * 60))
+            ended = seen + timedelta(hours=rng.randrange(1, 240)) if rng.random() < 0.7 else None
+            tenant = "" if number % 10 == 0 else rng.choice(tenants)
+            finding = Finding(project=project, kind=rng.choice(("drift", "regression")), metric="latency_p99",
+                              slice={"feature": f"feature-{number % 17}"}, tenant=tenant, signature=f"bench:{number}",
+                              severity=rng.choice(("info", "warning", "warning", "critical")),
+                              status="resolved" if ended else "open", title=f"Bench finding {number}",
+                              started_at=seen - timedelta(hours=1), first_seen_at=seen, last_seen_at=ended or seen,
+                              resolved_at=ended)  # fmt: skip
+            findings.append(finding)
+        Finding.objects.bulk_create(findings)
+        rule, _ = AlertRule.objects.get_or_create(name="bench p99 per tenant", kind="latency", group_by=["tenant"],
+                                                  critical_threshold=2000)  # fmt: skip
+        for number in range(60):
+            tenant = tenants[number % len(tenants)]
+            key, group = f'{{"tenant":"{tenant}"}}', {"group": {"tenant": tenant}, "tenant": tenant}
+            state, _ = AlertState.objects.get_or_create(rule=rule, group_key=key, defaults=group)
+            state.episode += 1
+            state.save(update_fields=["episode"])
+            fired = week.start - timedelta(days=14) + timedelta(minutes=rng.randrange(28 * 24 * 60))
+            for sequence, (event, when) in enumerate((("fired", fired), ("resolved", fired + timedelta(hours=3)))):
+                Notification.objects.create(state=state, rule=rule, episode=state.episode, event=event,
+                                            level="critical", sequence=sequence, tenant=tenant, title=f"bench {tenant}",
+                                            text="", created_at=when)  # fmt: skip
+    return f"{Finding.objects.count()} findings, {Notification.objects.count()} notifications"
 
 
 def _make_readers(count: int, tenants: list[str], rng: random.Random, user_model: Any, access_model: Any) -> int:

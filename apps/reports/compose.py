@@ -1,19 +1,17 @@
 """One reader's review: the week's figures (shared by scope) put into words, tables, charts
 and links for that reader, as the subject, text and HTML parts of one email.
-
-Sections still to come are marked where they go (in review_context and the templates):
-the week's drift findings, regressions and alerts (apps/insights, apps/alerts) and the
-self-hosted vs API cost split (apps/gpu).
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from email.utils import make_msgid
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core import signing
@@ -23,6 +21,7 @@ from django.urls import reverse
 
 from apps.metrics.query import Scope
 from apps.reports import charts as chart_images
+from apps.reports.events import AlertLine, FindingLine
 from apps.reports.figures import Line, WeekFigures, dashboard_link, ratio_change
 from apps.reports.formatting import (
     UNKNOWN,
@@ -35,9 +34,13 @@ from apps.reports.formatting import (
     signed_percent,
 )
 from apps.reports.narrative import what_changed
+from apps.reports.weeks import zone
 
 UNSUBSCRIBE_SALT = "reports.unsubscribe"
 ROWS_SHOWN = 10
+# The most severe findings and alerts are listed; past these, a count and a link to the rest.
+FINDINGS_SHOWN = 8
+ALERTS_SHOWN = 8
 
 
 @dataclass
@@ -114,9 +117,8 @@ def review_context(user: Any, figures: WeekFigures, rendered: RenderedCharts) ->
     up, down = figures.movers(settings.REVIEW_TOP_MOVERS)
     largest_day = max(cost or Decimal(0) for day in figures.days for cost in (day.cost, day.previous_cost))
     cost_change = ratio_change(totals["cost_usd"], previous["cost_usd"])
-    # Still to come, each as context keys here and a section in the templates (marked there):
-    # the week's drift findings, regressions and alerts (apps/insights, apps/alerts), and
-    # the self-hosted vs API cost split (apps/gpu).
+    events = figures.events
+    tz = zone(week.timezone)
     return {
         "user": user,
         "week": week,
@@ -150,6 +152,16 @@ def review_context(user: Any, figures: WeekFigures, rendered: RenderedCharts) ->
             }
             for day in figures.days
         ],
+        "split": _split(figures),
+        "findings": [_finding(line, tz) for line in events.findings[:FINDINGS_SHOWN]],
+        "findings_count": len(events.findings),
+        "findings_more": max(len(events.findings) - FINDINGS_SHOWN, 0),
+        "findings_url": absolute(events.findings_link),
+        "alerts": [_alert(line, tz) for line in events.alerts[:ALERTS_SHOWN]],
+        "alerts_count": len(events.alerts),
+        "alerts_more": max(len(events.alerts) - ALERTS_SHOWN, 0),
+        "alerts_url": absolute(reverse("alert-history")),
+        "scope_limited": figures.scope.limited,
         "daily_image": by_name.get("daily-cost"),
         "feature_image": by_name.get("cost-by-feature"),
         "images": images,
@@ -158,6 +170,70 @@ def review_context(user: Any, figures: WeekFigures, rendered: RenderedCharts) ->
         "unsubscribe_url": unsubscribe_url(user.pk),
         "public_host": urlsplit(settings.PUBLIC_URL).netloc,
     }
+
+
+def _when(moment: datetime, tz: ZoneInfo) -> str:
+    return f"{moment.astimezone(tz):%a %d %b %H:%M}"
+
+
+def _finding(line: FindingLine, tz: ZoneInfo) -> dict[str, Any]:
+    state = f"{line.status} {_when(line.ended_at, tz)}" if line.ended_at is not None else "still open"
+    seen = ("new: first seen " if line.new_this_week else "first seen ") + _when(line.first_seen_at, tz)
+    if line.started_at is not None:
+        seen += f", change began {_when(line.started_at, tz)}"
+    return {
+        "title": line.title,
+        "severity": line.severity,
+        "kind": "regression" if line.kind == "regression" else "drift",
+        "slice": line.slice_text,
+        "seen": seen,
+        "state": state,
+        "url": absolute(line.link),
+    }
+
+
+def _alert(line: AlertLine, tz: ZoneInfo) -> dict[str, Any]:
+    state = f"resolved {_when(line.resolved_at, tz)}" if line.resolved_at is not None else "still firing"
+    sent = plural(line.notifications, "notification")
+    if line.silenced:
+        sent += f" ({line.silenced} silenced)"
+    if line.deliveries_failed:
+        failed = line.deliveries_failed
+        sent += f", {failed:,} failed deliver{'y' if failed == 1 else 'ies'}"
+    label = line.rule_name if line.group_label in ("", "whole slice") else f"{line.rule_name}: {line.group_label}"
+    return {
+        "label": label,
+        "level": line.level,
+        "fired": _when(line.fired_at, tz),
+        "state": state,
+        "sent": sent,
+        "url": absolute(line.link),
+    }
+
+
+def _split(figures: WeekFigures) -> dict[str, Any] | None:
+    """Self-hosted vs API cost rows, or None when neither week had a self-hosted call or idle
+    GPU cost (no GPU tier: the section would only repeat the total)."""
+    split, week = figures.split, figures.week
+    if not split.has_self_hosted:
+        return None
+
+    def row(name: str, cost: Decimal | None, before: Decimal | None, requests: int | None, link: str) -> dict[str, Any]:
+        change = signed_percent(ratio_change(cost, before)) if before else "new" if cost else ""
+        shown = plural(requests, "request") if requests is not None else ""
+        return {"name": name, "cost": money(cost), "was": money(before), "change": change, "requests": shown,
+                "url": absolute(link)}  # fmt: skip
+
+    rows = [
+        row("Self-hosted (GPU time attributed to calls)", split.self_hosted, split.previous_self_hosted,
+            split.self_hosted_requests, dashboard_link("gpu-tier", week)),
+        row("API providers", split.api, split.previous_api, split.api_requests, dashboard_link("models", week)),
+    ]  # fmt: skip
+    idle = None
+    if split.idle is not None:
+        idle = row("Idle GPU capacity (not in the total)", split.idle, split.previous_idle, None,
+                   dashboard_link("gpu-tier", week))  # fmt: skip
+    return {"rows": rows, "idle": idle}
 
 
 def _delta(current: Decimal | None, previous: Decimal | None) -> Decimal | None:

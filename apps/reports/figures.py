@@ -19,6 +19,8 @@ from urllib.parse import urlencode
 from django.urls import reverse
 
 from apps.metrics.query import Filters, Query, Scope, run_query, shared_reads_for
+from apps.pricing.providers import is_self_hosted
+from apps.reports.events import WeekEvents, week_events
 from apps.reports.weeks import ReviewWeek, zone
 
 # The headline figures, this week and the week before.
@@ -101,6 +103,33 @@ class Day:
 
 
 @dataclass
+class CostSplit:
+    """Self-hosted (GPU cost attributed to vLLM calls, apps.gpu.attribution) against API cost
+    (catalog-priced calls to hosted providers), this week and the week before.
+
+    A call is self-hosted when its provider is a self-hosted tier (apps.pricing.providers:
+    vllm), as on the GPU pages: /api/v1/metrics?provider=vllm gives the same figure. Both are
+    part of the total cost. Idle GPU cost (capacity no request used) is not: it is no tenant's,
+    so it is read only for readers who see every tenant (None for the others).
+    """
+
+    self_hosted: Decimal | None = None
+    previous_self_hosted: Decimal | None = None
+    api: Decimal | None = None
+    previous_api: Decimal | None = None
+    self_hosted_requests: int = 0
+    previous_self_hosted_requests: int = 0
+    api_requests: int = 0
+    previous_api_requests: int = 0
+    idle: Decimal | None = None
+    previous_idle: Decimal | None = None
+
+    @property
+    def has_self_hosted(self) -> bool:
+        return bool(self.self_hosted_requests or self.previous_self_hosted_requests or self.idle or self.previous_idle)
+
+
+@dataclass
 class WeekFigures:
     week: ReviewWeek
     scope: Scope
@@ -112,6 +141,9 @@ class WeekFigures:
     # Feature x model lines, sorted by cost change: the movers and the "what changed" rules.
     pairs: list[Line]
     days: list[Day]
+    split: CostSplit = field(default_factory=CostSplit)
+    # The week's findings and alert episodes (apps.reports.events), scoped like the figures.
+    events: WeekEvents = field(default_factory=WeekEvents)
     # (feature, provider, model) -> the local day its first call of the week started on, for
     # pairs that had no calls the week before (filled by first_seen_days).
     first_seen: dict[tuple[str, ...], date] = field(default_factory=dict)
@@ -209,9 +241,37 @@ def week_figures(scope: Scope, week: ReviewWeek) -> WeekFigures:
         models=models,
         pairs=pairs,
         days=_days(results["days"], week),
+        split=cost_split(pairs, scope, week),
+        events=week_events(scope, week),
     )
     first_seen_days(figures)
     return figures
+
+
+def cost_split(pairs: list[Line], scope: Scope, week: ReviewWeek) -> CostSplit:
+    """From the feature x provider x model lines already read: no extra query for the split."""
+    hosted = [line for line in pairs if is_self_hosted(line.key[1])]
+    api = [line for line in pairs if not is_self_hosted(line.key[1])]
+    split = CostSplit(
+        self_hosted=add_money(line.cost for line in hosted if line.requests),
+        previous_self_hosted=add_money(line.previous_cost for line in hosted if line.previous_requests),
+        api=add_money(line.cost for line in api if line.requests),
+        previous_api=add_money(line.previous_cost for line in api if line.previous_requests),
+        self_hosted_requests=sum(line.requests for line in hosted),
+        previous_self_hosted_requests=sum(line.previous_requests for line in hosted),
+        api_requests=sum(line.requests for line in api),
+        previous_api_requests=sum(line.previous_requests for line in api),
+    )
+    if not scope.limited:
+        split.idle, split.previous_idle = idle_gpu_cost(week), idle_gpu_cost(week.previous)
+    return split
+
+
+def idle_gpu_cost(week: ReviewWeek) -> Decimal:
+    """The GPU tier's idle cost over the week, as the GPU tier page's cost card reads it."""
+    from apps.gpu import panels
+
+    return panels.cost_summary(panels.window_for(week.start, week.end, week.describe())).idle
 
 
 def _utc_midnight(moment: datetime) -> bool:

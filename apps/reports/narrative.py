@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from apps.reports.figures import UNKNOWN_MODEL, Line, WeekFigures, ratio_change
 from apps.reports.formatting import duration_ms, money, percent, plural, signed_percent, size
+from apps.reports.weeks import zone
 
 # Below these a change is "steady": week-to-week noise is not news.
 STEADY_COST = 0.02
@@ -24,8 +25,10 @@ DRIVER_SHARE = 0.3
 def what_changed(figures: WeekFigures) -> list[str]:
     if not figures.has_data:
         return ["No LLM calls were recorded this week or the week before."]
-    sentences = [_cost_sentence(figures)]
-    for rule in (_volume_sentence, _latency_sentence, _error_sentence, _unpriced_sentence, _cache_sentence):
+    sentences = [_cost_sentence(figures), _finding_sentence(figures)]
+    rules = (_self_hosted_sentence, _volume_sentence, _latency_sentence, _error_sentence, _unpriced_sentence,
+             _cache_sentence)  # fmt: skip
+    for rule in rules:
         sentence = rule(figures)
         if sentence:
             sentences.append(sentence)
@@ -77,6 +80,35 @@ def _driver(figures: WeekFigures, delta: Decimal) -> str:
 def _largest(lines: list[Line], delta: Decimal) -> Line | None:
     same_way = [line for line in lines if (line.cost_change or 0) * delta > 0]
     return max(same_way, key=lambda line: abs(line.cost_change or Decimal(0))) if same_way else None
+
+
+def _finding_sentence(figures: WeekFigures) -> str:
+    """The most severe finding of the week (regressions before drift at equal severity), with
+    how many others there were: the findings section lists them all."""
+    findings = figures.events.findings
+    if not findings:
+        return ""
+    top = findings[0]
+    what = "regression" if top.kind == "regression" else "drift finding"
+    tz = zone(figures.week.timezone)
+    if top.new_this_week:
+        when = f"first seen {top.first_seen_at.astimezone(tz):%a}"
+    else:
+        when = f"open since {top.first_seen_at.astimezone(tz):%a %d %b}"
+    if top.ended_at is not None:
+        when += f", {top.status} {top.ended_at.astimezone(tz):%a}"
+    title = top.title.rstrip(".")
+    others = len(findings) - 1
+    tail = f" ({plural(others, 'other finding')} below)" if others else ""
+    return f"The most severe {what} of the week ({top.severity}, {when}): {title}{tail}."
+
+
+def _self_hosted_sentence(figures: WeekFigures) -> str:
+    split = figures.split
+    change = ratio_change(split.self_hosted, split.previous_self_hosted)
+    if split.self_hosted is None or change is None or abs(change) < STEADY_COST:
+        return ""
+    return f"Self-hosted (GPU) cost {_moved(change)} {size(change)} to {money(split.self_hosted)}."
 
 
 def _volume_sentence(figures: WeekFigures) -> str:

@@ -10,14 +10,17 @@ from typing import Any
 
 import pytest
 
+from apps.accounts.models import Project
 from apps.reports import delivery
 from apps.reports.models import ReviewSubscription, WeeklyReview
-from tests.reports.conftest import NOW, PUBLIC_URL, WEEK, Sink
+from tests.reports.conftest import NOW, PUBLIC_URL, WEEK, Sink, WeekEventRows, self_hosted_traffic
 
 pytestmark = pytest.mark.django_db
 
 # Everything that belongs to tenant acme only: its name, its feature and the model only it uses.
 ACME_ONLY = ("acme", "support-chat", "claude-sonnet-4-5", "anthropic")
+# What is no one tenant's (tests/reports/conftest.py week_events_rows, self_hosted_traffic).
+NO_ONE_TENANTS = ("fingerprint", "Error rate everywhere", "whole slice", "Idle GPU")
 
 
 def subscribe(user: Any, **fields: Any) -> ReviewSubscription:
@@ -104,9 +107,11 @@ def test_charts_are_inline_png_images_referenced_by_content_id(
 
 
 def test_a_tenant_limited_reader_sees_no_other_tenant_anywhere(
-    owner: Any, outsider: Any, settings: Any, traffic: None, at_now: Any, smtp: Sink
-) -> None:
+    owner: Any, outsider: Any, project: Project, settings: Any, traffic: None, week_events: WeekEventRows,
+    at_now: Any, smtp: Sink,
+) -> None:  # fmt: skip
     settings.REVIEW_CHART_IMAGES = True
+    self_hosted_traffic(project)
     subscribe(owner)
     subscribe(outsider)
     sweep_and_send()
@@ -115,10 +120,16 @@ def test_a_tenant_limited_reader_sees_no_other_tenant_anywhere(
     alts = " ".join(re.findall(r'alt="([^"]*)"', html))
     assert len(images) == 2 and alts
     everything = "\n".join([message.as_string(), text, html, alts])
-    for name in ACME_ONLY:
-        assert name not in everything.lower(), name
-    # Its totals are globex's: 7 priced calls at $0.05, one unpriced.
-    assert message["Subject"] == "Weekly cost review 16-22 Nov 2026: $0.35 (+40%)"
+    # Nothing of acme, nor the finding, alert and idle GPU cost that are no one tenant's.
+    for name in (*ACME_ONLY, *NO_ONE_TENANTS):
+        assert name.lower() not in everything.lower(), name
+    # Their own finding and alert are there, in both parts.
+    for part in (text, html):
+        assert week_events.globex_drift.title in part and "p99 per tenant: tenant globex" in part
+    assert "Only findings and alerts about your tenants are listed" in text
+    # Its totals are globex's: 7 priced calls at $0.05, one unpriced, 8 self-hosted at $0.03
+    # ($0.25 + 4 x $0.02 the week before).
+    assert message["Subject"] == "Weekly cost review 16-22 Nov 2026: $0.59 (+79%)"
     assert "covering tenant globex" in text
     # The owner's email, built in the same sweep, does name acme: the scopes did not mix.
     (owners,) = smtp.to("owner@example.com")
@@ -202,3 +213,59 @@ def test_without_a_working_renderer_the_charts_are_html_bars(
     composed = delivery.BuildCache().review(owner, WEEK)
     assert composed.images == [] and "cid:" not in composed.html and 'class="fill"' in composed.html
     assert "HTML bars" in caplog.text
+
+
+def test_findings_alerts_and_the_self_hosted_split_in_both_parts(
+    owner: Any, project: Project, traffic: None, week_events: WeekEventRows, at_now: Any, smtp: Sink
+) -> None:
+    self_hosted_traffic(project)
+    subscribe(owner)
+    sweep_and_send()
+    (message,) = smtp.to("owner@example.com")
+    text, html, _ = parts(message)
+    text = text.replace("\r\n", "\n")  # as it came over SMTP
+    # Most severe first, each with its slice, when it was seen, how the week left it, and a link.
+    findings = text.split("FINDINGS (3 open during the week)\n", 1)[1].split("\nALERTS", 1)[0]
+    assert findings.splitlines()[0] == f"- [critical regression] {week_events.acme_regression.title}"
+    assert findings.splitlines()[1] == (
+        "  feature support-chat, model claude-sonnet-4-5, tenant acme; new: first seen Tue 17 Nov 06:00, "
+        "change began Tue 17 Nov 04:00; still open"
+    )
+    assert findings.index(week_events.shared_drift.title) < findings.index(week_events.globex_drift.title)
+    assert "; resolved Wed 18 Nov 09:00" in findings
+    assert "ALERTS (3 firing during the week)\n- [critical] Error rate everywhere\n" in text
+    assert "- [critical] p99 per tenant: tenant acme\n  fired Tue 17 Nov 07:00; resolved Tue 17 Nov 12:00; " \
+        "3 notifications, 1 failed delivery this week" in text  # fmt: skip
+    assert f"Alert history: {PUBLIC_URL}/alerts/history/" in text
+    assert f'href="{PUBLIC_URL}/alerts/rules/' in html and "sev-critical" in html
+    assert "The most severe regression of the week (critical, first seen Tue)" in text
+    # Self-hosted ($0.48 this week, $0.16 before) and API ($3.75, $1.25) add up to the total.
+    assert "COST: $4.23" in text
+    assert "- Self-hosted (GPU time attributed to calls): $0.48 / $0.16 / +200%, 16 requests" in text
+    assert "- API providers: $3.75 / $1.25 / +200%, 22 requests" in text
+    assert "- Idle GPU capacity (not in the total): $0.75 / $0.50 / +50%" in text
+    assert f"{PUBLIC_URL}/gpu/?start=2026-11-16T00%3A00%3A00%2B00%3A00" in text
+    assert "Self-hosted vs API" in html and "Idle GPU capacity" in html
+
+
+def test_many_findings_are_counted_and_the_most_severe_listed(
+    owner: Any, project: Project, traffic: None, at_now: Any
+) -> None:
+    from tests.reports.conftest import _finding
+
+    for n in range(12):
+        _finding(project, f"Drift number {n}", tenant="globex", severity="critical" if n == 11 else "info",
+                 first_seen=WEEK.start + timedelta(hours=n))  # fmt: skip
+    composed = delivery.BuildCache().review(owner, WEEK)
+    assert "FINDINGS (12 open during the week, the 8 most severe here)" in composed.text
+    assert composed.text.count("- [info drift] Drift number") == 7
+    assert "- [critical drift] Drift number 11" in composed.text
+    assert "12 drift or regression findings open during the week; the 8 most severe below" in composed.html
+
+
+def test_a_week_without_findings_alerts_or_gpu_says_so_briefly(owner: Any, traffic: None, at_now: Any) -> None:
+    composed = delivery.BuildCache().review(owner, WEEK)
+    assert "FINDINGS (0 open during the week)\n- none" in composed.text
+    assert "ALERTS (0 firing during the week)\n- none" in composed.text
+    assert "SELF-HOSTED" not in composed.text and "Self-hosted vs API" not in composed.html
+    assert "No drift or regression finding was open during the week." in composed.html

@@ -9,17 +9,20 @@ import pytest
 from django.test import Client
 
 from apps.accounts.access import scope_for
-from apps.reports.figures import TOTAL_METRICS, week_figures
+from apps.accounts.models import Project
+from apps.reports.figures import TOTAL_METRICS, add_money, week_figures
 from apps.reports.weeks import ReviewWeek
-from tests.reports.conftest import WEEK
+from tests.reports.conftest import WEEK, self_hosted_traffic
 
 pytestmark = pytest.mark.django_db
 
 
-def api_rows(user: Any, week: ReviewWeek, metrics: tuple[str, ...], group_by: str = "") -> list[dict[str, Any]]:
+def api_rows(
+    user: Any, week: ReviewWeek, metrics: tuple[str, ...], group_by: str = "", **filters: str
+) -> list[dict[str, Any]]:
     client = Client()
     client.force_login(user)
-    params = {"metrics": ",".join(metrics), "start": week.start.isoformat(), "end": week.end.isoformat()}
+    params = {"metrics": ",".join(metrics), "start": week.start.isoformat(), "end": week.end.isoformat(), **filters}
     if group_by:
         params["group_by"] = group_by
     response = client.get("/api/v1/metrics", params)
@@ -80,3 +83,35 @@ def test_the_hand_made_week_reads_as_built(owner: Any, outsider: Any, traffic: N
     assert top.key == ("support-chat", "anthropic", "claude-sonnet-4-5") and top.is_new
     assert everything.first_seen[top.key].strftime("%a") == "Tue"
     assert sum(day.cost or 0 for day in everything.days) == everything.totals["cost_usd"]
+
+
+@pytest.mark.parametrize("who", ["owner", "outsider"])
+def test_self_hosted_and_api_cost_equal_the_api_for_the_same_week_and_scope(
+    request: pytest.FixtureRequest, project: Project, traffic: None, at_now: Any, who: str
+) -> None:
+    self_hosted_traffic(project)
+    user = request.getfixturevalue(who)
+    figures = week_figures(scope_for(user), WEEK)
+    split = figures.split
+    for week, hosted, api, hosted_requests, api_requests in (
+        (WEEK, split.self_hosted, split.api, split.self_hosted_requests, split.api_requests),
+        (WEEK.previous, split.previous_self_hosted, split.previous_api, split.previous_self_hosted_requests,
+         split.previous_api_requests),
+    ):  # fmt: skip
+        (vllm,) = api_rows(user, week, ("cost_usd", "requests"), provider="vllm")
+        assert same(hosted, vllm["cost_usd"]) and hosted_requests == vllm["requests"], (who, week.label)
+        by_provider = api_rows(user, week, ("cost_usd", "requests"), "provider")
+        others = [row for row in by_provider if row["provider"] != "vllm" and row["requests"]]
+        assert same(api, add_money(Decimal(row["cost_usd"]) for row in others if row["cost_usd"] is not None))
+        assert api_requests == sum(row["requests"] for row in others)
+        # Self-hosted and API make up the total the review shows, exactly.
+        (total,) = api_rows(user, week, ("cost_usd",))
+        assert same(add_money([hosted, api]), total["cost_usd"])
+    # By hand: 8 calls a week per tenant at $0.03 this week, 4 at $0.02 the week before.
+    tenants = 2 if who == "owner" else 1
+    assert split.self_hosted == Decimal("0.24") * tenants and split.previous_self_hosted == Decimal("0.08") * tenants
+    if who == "owner":
+        # Idle GPU cost is no tenant's: read for people who see every tenant, over the week only.
+        assert split.idle == Decimal("0.75") and split.previous_idle == Decimal("0.50")
+    else:
+        assert split.idle is None and split.previous_idle is None
