@@ -36,9 +36,10 @@ def overview_panel(user: Any) -> dict[str, Any]:
     # Open findings first, then the newest; critical alerts first, then the newest.
     found = sorted(findings.order_by("-last_seen_at")[:50], key=lambda finding: finding.status != "open")[:PANEL_ROWS]
     for finding in found:
-        # The dashboard filtered to the finding's slice (tenant, feature, model, ...).
+        # The finding's own page, and the dashboard filtered to its slice (tenant, feature, model, ...).
+        finding.link = reverse("finding-detail", args=[finding.pk])  # type: ignore[attr-defined]
         query = urlencode(sorted(finding.as_filters().items()))
-        finding.link = f"{reverse('overview')}?{query}"  # type: ignore[attr-defined]
+        finding.slice_link = f"{reverse('overview')}?{query}"  # type: ignore[attr-defined]
     open_alerts = sorted(
         states.select_related("rule").order_by("-opened_at")[:50], key=lambda state: -LEVEL_RANK[state.level]
     )[:PANEL_ROWS]
