@@ -119,7 +119,7 @@ def _window(name: str, raw: Any) -> Window:
         name=name,
         start=moment(raw.get("start")),
         end=moment(raw.get("end")),
-        samples=int(samples) if samples is not None else None,
+        samples=int(samples) if samples is not None and samples >= 0 else None,
         value=number(raw.get("value")),
         histogram=sorted(histogram)[:MAX_HISTOGRAM_POINTS],
         mix=mix,
