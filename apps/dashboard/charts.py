@@ -86,10 +86,13 @@ _MARK_COLOURS = {"critical": "#c8506a", "warning": "#d08a2e", "info": "#7f8793"}
 MARK_LABEL_CHARS = 38
 
 
-def with_marks(figure: dict[str, Any], marks: Sequence[Mark]) -> dict[str, Any]:
+def with_marks(figure: dict[str, Any], marks: Sequence[Mark], span: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """`figure` with a vertical line and a label per mark. Labels are staggered over three
-    heights so that marks close together stay readable; Plotly draws the `<a>` in a label as
-    a link (target _self: the finding opens in place of the dashboard, like any other link)."""
+    heights so that marks close together stay readable, the highest a little below the plot's
+    top edge: Plotly's mode bar appears there on hover and would take the click. Plotly draws
+    the `<a>` in a label as a link (target _self: the finding opens in place of the dashboard,
+    like any other link). A label in the right half of `span` (the x axis' first and last
+    value) reads leftwards from its line, so it stays inside the plot."""
     if not marks:
         return figure
     layout = figure["layout"]
@@ -103,13 +106,22 @@ def with_marks(figure: dict[str, Any], marks: Sequence[Mark]) -> dict[str, Any]:
         text = str(escape(label))
         if mark.url:
             text = f'<a href="{escape(mark.url)}" target="_self">{text}</a>'
-        annotations.append({"x": mark.at, "xref": "x", "yref": "paper", "y": 1 - 0.09 * (index % 3),
-                            "yanchor": "top", "xanchor": "left", "text": text, "showarrow": False,
+        annotations.append({"x": mark.at, "xref": "x", "yref": "paper", "y": 0.86 - 0.09 * (index % 3),
+                            "yanchor": "top", "xanchor": _label_side(mark.at, span), "text": text, "showarrow": False,
                             "font": {"size": 11, "color": colour}, "bgcolor": "rgba(128,128,128,0.10)",
                             "hovertext": escape(mark.hover or mark.label)})  # fmt: skip
     layout["shapes"] = shapes
     layout["annotations"] = annotations
     return figure
+
+
+def _label_side(at: datetime, span: tuple[Any, Any] | None) -> str:
+    if span is None:
+        return "left"
+    try:
+        return "right" if at > span[0] + (span[1] - span[0]) / 2 else "left"
+    except TypeError:  # an axis of another kind than the mark's moment: the default side
+        return "left"
 
 
 def _html(figure: dict[str, Any]) -> str:
@@ -137,7 +149,7 @@ def time_series(
         else:
             data.append({"type": "scatter", "name": label, "x": times, "y": values, "mode": "lines+markers",
                          "connectgaps": False})  # fmt: skip
-    return _html(with_marks(figure_dict(data, unit=unit, stacked=stacked), marks))
+    return _html(with_marks(figure_dict(data, unit=unit, stacked=stacked), marks, (min(times), max(times))))
 
 
 def stacked_by(
@@ -166,7 +178,7 @@ def stacked_by(
     times = sorted({row["time"] for row in rows})
     data = [{"type": "bar", "name": name, "x": times, "y": [by_group[name].get(t, 0.0) for t in times]}
             for name in ([*keep, "other"] if "other" in by_group else keep)]  # fmt: skip
-    return _html(with_marks(figure_dict(data, unit=unit, stacked=True), marks))
+    return _html(with_marks(figure_dict(data, unit=unit, stacked=True), marks, (times[0], times[-1])))
 
 
 def bars(labels: Iterable[str], values: Iterable[float | None], *, unit: str, horizontal: bool = True) -> str | None:

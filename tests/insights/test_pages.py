@@ -189,7 +189,7 @@ def test_detail_shows_statistics_baseline_vs_current_and_charts(
 
 def test_detail_survives_odd_evidence(client: Client, owner: Any, project: Project) -> None:
     client.force_login(owner)
-    odd = [
+    odd: list[dict[str, Any]] = [
         {},
         {"test": "ks", "effect": [1], "baseline": "x", "current": {"n": "many", "histogram": [[1], "a", [None, 2]]},
          "series": [["not a time", 1], [None, None], ["2026-12-01T10:00:00", "x"]], "unit": 5, "label": None},

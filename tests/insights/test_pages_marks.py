@@ -200,3 +200,13 @@ def test_marked_figures_are_valid_plotly_and_labels_are_escaped() -> None:
     assert html is not None and "<img" not in html and "&lt;img" in html
     assert charts.stacked_by([{**row, "feature": "f"} for row in rows], "feature", "a", unit="USD", marks=marks)
     assert '"shapes"' not in (charts.time_series(rows, {"A": "a"}, unit="ms", marks=()) or "")
+
+
+def test_labels_read_away_from_the_nearer_edge_and_clear_of_the_mode_bar() -> None:
+    now = timezone.now()
+    early, late = charts.Mark(at=now - timedelta(hours=20), label="early"), charts.Mark(at=now, label="late")
+    figure = charts.with_marks(charts.figure_dict([], unit="ms"), [early, late], (now - timedelta(hours=24), now))
+    sides = {annotation["text"]: annotation["xanchor"] for annotation in figure["layout"]["annotations"]}
+    assert sides == {"early": "left", "late": "right"}
+    # Plotly's mode bar covers the plot's top edge on hover: every label sits below it.
+    assert all(annotation["y"] <= 0.9 for annotation in figure["layout"]["annotations"])
