@@ -92,8 +92,10 @@ def test_list_detail_accept_and_the_chart_mark(
     chart = page.locator('[data-chart="latency-percentiles"]')
     chart.locator(".main-svg").first.wait_for()
     chart.scroll_into_view_if_needed()
-    label = chart.locator(".annotation a", has_text="support-chat p99 latency")
+    # Plotly wraps the whole label (its background too) in the link: a click anywhere on it follows.
+    label = chart.locator(".annotation", has_text="support-chat p99 latency")
     assert label.count() == 1
+    assert label.locator('a[target="_self"]').count() == 1
     assert chart.locator(".shapelayer path").count() >= 1  # the dotted line
     screenshot(page, "findings-chart-mark")
     with page.expect_navigation():
