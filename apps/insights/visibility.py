@@ -39,16 +39,22 @@ def slice_of(finding: Finding) -> dict[str, str]:
     return found
 
 
-def compatible(finding: Finding, filters: Mapping[str, Sequence[str]]) -> bool:
-    """True when no dimension of the finding's slice contradicts the view's filters: every
-    dimension both name must agree. A finding about gpt-4o matches the overview (no filters),
-    gpt-4o's model page and support-chat's feature page (it may be the feature's model); a
-    finding about support-chat does not match another feature's page."""
-    for dim, value in slice_of(finding).items():
-        wanted = filters.get(dim)
-        if wanted and value not in wanted:
-            return False
-    return True
+def compatible_q(filters: Mapping[str, Sequence[str]]) -> Q:
+    """Findings whose slice no filter of a view contradicts: for every dimension both name,
+    the finding's value is one the view filters on. A finding about gpt-4o matches the
+    overview (no filters), gpt-4o's model page and support-chat's feature page (it may be the
+    feature's model); a finding about support-chat does not match another feature's page. A
+    dimension the finding does not name (or names as '') is all traffic: no contradiction."""
+    q = Q()
+    for dim in SLICE_DIMENSIONS:
+        wanted = list(filters.get(dim) or ())
+        if not wanted:
+            continue
+        if dim == "tenant":
+            q &= Q(tenant__in=wanted) | Q(tenant="")
+        else:
+            q &= Q(**{f"slice__{dim}__in": wanted}) | ~Q(slice__has_key=dim) | Q(**{f"slice__{dim}": ""})
+    return q
 
 
 def slice_q(dim: str, value: str) -> Q:

@@ -19,7 +19,6 @@ from apps.dashboard import charts
 from apps.dashboard.params import parse_params
 from apps.insights.marks import MAX_MARKS, chart_marks
 from apps.insights.models import Finding
-from apps.insights.visibility import compatible
 from apps.metrics.scope import Scope
 from tests.insights.findings_data import make_finding
 from tests.otlp_helpers import make_traces, protobuf_body
@@ -175,20 +174,27 @@ def _query(text: str) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("slice_", "tenant", "filters", "expected"),
+    ("slice_", "filters", "expected"),
     [
-        ({"feature": "a"}, "", {}, True),
-        ({"feature": "a"}, "", {"feature": ("a", "b")}, True),
-        ({"feature": "a"}, "", {"feature": ("b",)}, False),
-        ({"provider": "openai", "model": "gpt-4o"}, "", {"feature": ("a",)}, True),
-        ({"provider": "openai", "model": "gpt-4o"}, "", {"model": ("gpt-4o-mini",)}, False),
-        ({"feature": "a"}, "acme", {"tenant": ("globex",)}, False),
-        ({"feature": "a"}, "acme", {"tenant": ("acme",), "feature": ("a",)}, True),
-        ({"feature": "a", "operation": "chat"}, "", {"feature": ("a",)}, True),  # not a page filter
+        ({"feature": "a"}, "", True),
+        ({"feature": "a"}, "feature=a&feature=b", True),
+        ({"feature": "a"}, "feature=b", False),
+        ({"provider": "openai", "model": "gpt-4o"}, "feature=a", True),
+        ({"provider": "openai", "model": "gpt-4o"}, "model=gpt-4o-mini", False),
+        ({"provider": "openai", "model": "gpt-4o"}, "provider=openai&model=gpt-4o", True),
+        ({"feature": "a", "tenant": "acme"}, "tenant=globex", False),
+        ({"feature": "a", "tenant": "acme"}, "tenant=acme&feature=a", True),
+        ({"feature": "a"}, "tenant=acme", True),  # over every tenant: acme's traffic is in it
+        ({"feature": ""}, "feature=b", True),  # '' names no feature
+        ({"feature": "a", "operation": "chat"}, "feature=a", True),  # not a page filter
     ],
 )
-def test_compatible(slice_: dict[str, str], tenant: str, filters: dict[str, tuple[str, ...]], expected: bool) -> None:
-    assert compatible(Finding(slice=slice_, tenant=tenant), filters) is expected
+def test_compatible_slices(project: Project, slice_: dict[str, str], filters: str, expected: bool) -> None:
+    finding = make_finding(project, "the one", slice_=slice_)
+    params = parse_params(_query(f"range=24h&{filters}"))
+    assert [mark.url for mark in chart_marks(params, Scope.everything())] == (
+        [f"/findings/{finding.pk}/"] if expected else []
+    )
 
 
 def test_marked_figures_are_valid_plotly_and_labels_are_escaped() -> None:
