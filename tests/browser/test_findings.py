@@ -15,6 +15,7 @@ import pytest
 from django.utils import timezone
 
 from tests.browser.conftest import login, screenshot
+from tests.browser.test_csp_and_layout import RECORD_VIOLATIONS, TABLE_LAYOUT, violations
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -61,6 +62,8 @@ def test_list_detail_accept_and_the_chart_mark(
     demo_site: dict[str, Any], watched_page: tuple[Any, Any], support_chat_regression: Any
 ) -> None:
     page, _ = watched_page
+    # The findings pages under the Content-Security-Policy, and their tables fit at 1280 px.
+    page.add_init_script(RECORD_VIOLATIONS)
     base = demo_site["url"]
     finding = support_chat_regression
     login(page, base, "owner")
@@ -69,6 +72,7 @@ def test_list_detail_accept_and_the_chart_mark(
     page.wait_for_url(re.compile(r".*/findings/$"))
     row = page.locator("table.findings tr", has_text="support-chat p99 latency doubled")
     assert "Open" in row.inner_text() and "feature: support-chat" in row.inner_text()
+    assert not page.evaluate(TABLE_LAYOUT) and not violations(page)
     screenshot(page, "findings-list")
 
     row.locator("a", has_text="support-chat p99 latency doubled").click()
@@ -79,6 +83,8 @@ def test_list_detail_accept_and_the_chart_mark(
     for chart in ("p99-latency-baseline-vs-current-distribution", "p99-latency-baseline-vs-current-mix",
                   "p99-latency-hourly"):  # fmt: skip
         page.wait_for_selector(f'[data-chart="{chart}"] .main-svg')
+    page.locator('[data-chart="p99-latency-hourly"] .nsewdrag').first.hover()  # Plotly's hover styles
+    assert not page.evaluate(TABLE_LAYOUT) and not violations(page), violations(page)
     screenshot(page, "findings-detail")
 
     with page.expect_navigation():
