@@ -9,10 +9,10 @@ is compatible with the page's filters (visibility.compatible_q).
 Cost: one query per page, shared by all its charts, on a small table: the slice check is SQL
 on the JSON (visibility.compatible_q) and the severity order too, so only the marks drawn
 (MAX_MARKS) come back, as tuples, not model instances (500 findings, a machine at load 8 on
-2 cores: ~8 ms p50 this way, ~15 ms reading 200 rows and checking slices in Python). `last_seen_at >= start` is implied by
-`started_at >= start` (a finding is seen after its change began) and lets PostgreSQL use the
-`finding_recent` index (project, -last_seen_at) when a page filters projects; otherwise it is
-a scan of a table of hundreds of rows.
+2 cores: ~8 ms p50 this way, ~15 ms reading 200 rows and checking slices in Python).
+`last_seen_at >= start` is implied by `started_at >= start` (a finding is seen after its
+change began) and lets PostgreSQL use the `finding_recent` index (project, -last_seen_at) when
+a page filters projects; otherwise it is a scan of a table of hundreds of rows.
 """
 
 from __future__ import annotations
