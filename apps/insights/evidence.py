@@ -205,9 +205,16 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def dashboard_link(finding: Finding, link: Any) -> str:
     """The evidence's link when it is a path on this site; otherwise the overview filtered to
-    the finding's slice. A stored link is not trusted blindly: `//host/...` or `javascript:`
-    would take a person elsewhere."""
-    if isinstance(link, str) and link.startswith("/") and not link.startswith("//") and "\\" not in link:
+    the finding's slice. A stored link is not trusted blindly: `//host/...`, `/<tab>/host` or
+    `javascript:` would take a person elsewhere."""
+    # Browsers drop tabs and newlines from a URL ("/\t/host" is "//host") and read "\\" as "/".
+    if (
+        isinstance(link, str)
+        and link.startswith("/")
+        and not link.startswith("//")
+        and "\\" not in link
+        and not any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in link)
+    ):
         parts = urlsplit(link)
         if not parts.scheme and not parts.netloc:
             return link

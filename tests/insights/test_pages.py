@@ -196,6 +196,8 @@ def test_detail_survives_odd_evidence(client: Client, owner: Any, project: Proje
         {"unit": "share", "baseline": {"value": 0.93, "mix": {"stop": "most"}}, "current": {"value": "NaN", "n": -3.5},
          "series": "hourly", "change_point": "yesterday", "link": "javascript:alert(1)"},
         {"link": "//evil.example/steal", "current": {"histogram": [[0, 0.5], [10, 0.5]]}, "unit": "ms"},
+        {"link": "/\t/evil.example/steal"},
+        {"link": "/\\evil.example/steal"},
     ]  # fmt: skip
     for index, raw in enumerate(odd):
         finding = make_finding(project, f"odd {index}", metric=f"m{index}", evidence_json=raw)
