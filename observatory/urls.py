@@ -8,6 +8,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include("apps.api.urls")),
     path("alerts/", include("apps.alerts.urls")),
+    path("findings/", include("apps.insights.urls")),
     path("reviews/", include("apps.reports.urls")),
     path("", include("apps.telemetry.urls")),
     path("", include("apps.gpu.urls")),

@@ -23,22 +23,22 @@ PANEL_ROWS = 6
 
 
 def overview_panel(user: Any) -> dict[str, Any]:
-    from apps.insights.models import Finding
+    from apps.insights.visibility import visible_findings
 
     scope = scope_for(user)
     rules = [rule for rule in AlertRule.objects.all() if rule.visible_to(scope)]
     states = AlertState.objects.filter(rule__in=[rule.pk for rule in rules]).exclude(level="ok")
-    findings = Finding.objects.filter(last_seen_at__gte=timezone.now() - RECENT_FINDINGS)
+    # The findings pages' rule (apps/insights/visibility.py), so the panel never shows a finding its page would hide.
+    findings = visible_findings(scope).filter(last_seen_at__gte=timezone.now() - RECENT_FINDINGS)
     if scope.limited:
-        allowed = list(scope.visible_tenants() or ())
-        states = states.filter(tenant__in=allowed)
-        findings = findings.filter(tenant__in=allowed)
+        states = states.filter(tenant__in=list(scope.visible_tenants() or ()))
     # Open findings first, then the newest; critical alerts first, then the newest.
     found = sorted(findings.order_by("-last_seen_at")[:50], key=lambda finding: finding.status != "open")[:PANEL_ROWS]
     for finding in found:
-        # The dashboard filtered to the finding's slice (tenant, feature, model, ...).
+        # The finding's own page, and the dashboard filtered to its slice (tenant, feature, model, ...).
+        finding.link = reverse("finding-detail", args=[finding.pk])  # type: ignore[attr-defined]
         query = urlencode(sorted(finding.as_filters().items()))
-        finding.link = f"{reverse('overview')}?{query}"  # type: ignore[attr-defined]
+        finding.slice_link = f"{reverse('overview')}?{query}"  # type: ignore[attr-defined]
     open_alerts = sorted(
         states.select_related("rule").order_by("-opened_at")[:50], key=lambda state: -LEVEL_RANK[state.level]
     )[:PANEL_ROWS]

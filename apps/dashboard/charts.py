@@ -7,12 +7,14 @@ is served locally (views.plotly_js), never from a CDN.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import plotly.io as pio
+from django.utils.html import escape
 
 # Mid-tone colours that keep their contrast on the light and the dark theme alike.
 PALETTE = ("#4e79d8", "#e07b39", "#3ea37a", "#c8506a", "#8e6fd1", "#b8962e", "#3fa6b8", "#7f8793", "#d36fb0", "#6b9c3a")
@@ -65,6 +67,63 @@ def figure_dict(data: list[dict[str, Any]], *, unit: str, height: int = 300, sta
     }
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A moment to mark on a time axis: where a finding's change began (its change point).
+
+    Drawn as a dotted vertical line across the plot with a short label above it; the label
+    links to the finding when `url` is set."""
+
+    at: datetime
+    label: str
+    url: str | None = None
+    severity: str = "warning"
+    hover: str = ""
+
+
+# Marks take the colour of their severity (the page's --bad / --warn tones), never the series'.
+_MARK_COLOURS = {"critical": "#c8506a", "warning": "#d08a2e", "info": "#7f8793"}
+MARK_LABEL_CHARS = 38
+
+
+def with_marks(figure: dict[str, Any], marks: Sequence[Mark], span: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """`figure` with a vertical line and a label per mark. Labels are staggered over three
+    heights so that marks close together stay readable, the highest a little below the plot's
+    top edge: Plotly's mode bar appears there on hover and would take the click. Plotly draws
+    the `<a>` in a label as a link (target _self: the finding opens in place of the dashboard,
+    like any other link). A label in the right half of `span` (the x axis' first and last
+    value) reads leftwards from its line, so it stays inside the plot."""
+    if not marks:
+        return figure
+    layout = figure["layout"]
+    shapes = list(layout.get("shapes", []))
+    annotations = list(layout.get("annotations", []))
+    for index, mark in enumerate(marks):
+        colour = _MARK_COLOURS.get(mark.severity, _MARK_COLOURS["warning"])
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": mark.at, "x1": mark.at, "y0": 0, "y1": 1,
+                       "line": {"color": colour, "width": 1.5, "dash": "dot"}})  # fmt: skip
+        label = mark.label if len(mark.label) <= MARK_LABEL_CHARS else mark.label[: MARK_LABEL_CHARS - 1] + "…"
+        text = str(escape(label))
+        if mark.url:
+            text = f'<a href="{escape(mark.url)}" target="_self">{text}</a>'
+        annotations.append({"x": mark.at, "xref": "x", "yref": "paper", "y": 0.86 - 0.09 * (index % 3),
+                            "yanchor": "top", "xanchor": _label_side(mark.at, span), "text": text, "showarrow": False,
+                            "font": {"size": 11, "color": colour}, "bgcolor": "rgba(128,128,128,0.10)",
+                            "hovertext": escape(mark.hover or mark.label)})  # fmt: skip
+    layout["shapes"] = shapes
+    layout["annotations"] = annotations
+    return figure
+
+
+def _label_side(at: datetime, span: tuple[Any, Any] | None) -> str:
+    if span is None:
+        return "left"
+    try:
+        return "right" if at > span[0] + (span[1] - span[0]) / 2 else "left"
+    except TypeError:  # an axis of another kind than the mark's moment: the default side
+        return "left"
+
+
 def _html(figure: dict[str, Any]) -> str:
     return str(pio.to_html(figure, full_html=False, include_plotlyjs=False, config=_CONFIG, validate=VALIDATE))
 
@@ -76,8 +135,9 @@ def time_series(
     unit: str,
     kind: str = "line",
     stacked: bool = False,
+    marks: Sequence[Mark] = (),
 ) -> str | None:
-    """One trace per (label -> row key) over rows' "time"."""
+    """One trace per (label -> row key) over rows' "time", with `marks` on the time axis."""
     if not rows:
         return None
     times = [row["time"] for row in rows]
@@ -89,11 +149,17 @@ def time_series(
         else:
             data.append({"type": "scatter", "name": label, "x": times, "y": values, "mode": "lines+markers",
                          "connectgaps": False})  # fmt: skip
-    return _html(figure_dict(data, unit=unit, stacked=stacked))
+    return _html(with_marks(figure_dict(data, unit=unit, stacked=stacked), marks, (min(times), max(times))))
 
 
 def stacked_by(
-    rows: Sequence[dict[str, Any]], group_key: str, value_key: str, *, unit: str, top: int = 8
+    rows: Sequence[dict[str, Any]],
+    group_key: str,
+    value_key: str,
+    *,
+    unit: str,
+    top: int = 8,
+    marks: Sequence[Mark] = (),
 ) -> str | None:
     """Bars over time, one colour per group value; groups past `top` are summed as "other"."""
     if not rows:
@@ -112,7 +178,7 @@ def stacked_by(
     times = sorted({row["time"] for row in rows})
     data = [{"type": "bar", "name": name, "x": times, "y": [by_group[name].get(t, 0.0) for t in times]}
             for name in ([*keep, "other"] if "other" in by_group else keep)]  # fmt: skip
-    return _html(figure_dict(data, unit=unit, stacked=True))
+    return _html(with_marks(figure_dict(data, unit=unit, stacked=True), marks, (times[0], times[-1])))
 
 
 def bars(labels: Iterable[str], values: Iterable[float | None], *, unit: str, horizontal: bool = True) -> str | None:
@@ -139,6 +205,36 @@ def distribution(series: dict[str, tuple[np.ndarray, np.ndarray]], *, unit: str,
     if not data:
         return None
     return _html(figure_dict(data, unit="% of calls", x_title=unit, xaxis={"type": "log"} if log_x else None))
+
+
+def overlaid_shares(series: Mapping[str, Sequence[tuple[float, float]]], *, unit: str, log_x: bool) -> str | None:
+    """Distributions given as (x, share 0..1) points on common x values, one line per label,
+    drawn overlaid as % (the findings' baseline vs current)."""
+    data = []
+    for label, points in series.items():
+        if not points:
+            continue
+        data.append({"type": "scatter", "name": label, "x": [x for x, _ in points],
+                     "y": [share * 100 for _, share in points], "mode": "lines", "line": {"shape": "hvh"},
+                     "fill": "tozeroy"})  # fmt: skip
+    if not data:
+        return None
+    return _html(figure_dict(data, unit="% of samples", x_title=unit, xaxis={"type": "log"} if log_x else None))
+
+
+def mix_bars(mixes: Mapping[str, Mapping[str, float]]) -> str | None:
+    """Category shares (0..1) side by side, one bar colour per label (baseline, current);
+    categories in the order of their largest share."""
+    categories: dict[str, float] = {}
+    for mix in mixes.values():
+        for name, share in mix.items():
+            categories[name] = max(categories.get(name, 0.0), share)
+    if not categories:
+        return None
+    order = [name for name, _ in sorted(categories.items(), key=lambda item: -item[1])]
+    data = [{"type": "bar", "name": label, "x": order, "y": [mix.get(name, 0.0) * 100 for name in order]}
+            for label, mix in mixes.items()]  # fmt: skip
+    return _html(figure_dict(data, unit="% of samples"))
 
 
 def _number(value: Any) -> float | None:

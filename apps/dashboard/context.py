@@ -14,6 +14,7 @@ NAVIGATION = (
     ("Compare", "compare", ("compare",)),
     ("Traces", "traces", ("traces", "trace-detail")),
     ("Prices", "prices", ("prices",)),
+    ("Findings", "findings", ("findings", "finding-detail")),
     (
         "Alerts",
         "alerts-index",

@@ -28,6 +28,7 @@ from apps.dashboard.page_reads import current as current_reads
 from apps.dashboard.page_reads import page_reads
 from apps.dashboard.params import BadParameter, ViewParams, filter_bar_context, parse_params
 from apps.dashboard.views import bad_request, checked_page, empty_state_context, table_csv
+from apps.insights.marks import chart_marks
 from apps.metrics.query import Scope, SharedReads
 
 DEFAULT_SORT = "-cost_usd"
@@ -202,14 +203,15 @@ def _detail_page(request: HttpRequest, subject: Subject) -> HttpResponse:
     }
     if head.has_data:
         shared = current_reads()
+        marks = chart_marks(params, scope)  # where the findings of this page's slice began
         context["charts"] = [
-            panels.cost_by(params, scope, kind.cost_by),
-            panels.traffic_over_time(params, scope),
-            *panels.usage_over_time(params, scope, shared=shared),
-            panels.percentiles_over_time(params, scope, "e2e_ms", "Latency percentiles"),
-            panels.percentiles_over_time(params, scope, "ttft_ms", "Time to first token percentiles"),
+            panels.cost_by(params, scope, kind.cost_by, marks=marks),
+            panels.traffic_over_time(params, scope, marks=marks),
+            *panels.usage_over_time(params, scope, shared=shared, marks=marks),
+            panels.percentiles_over_time(params, scope, "e2e_ms", "Latency percentiles", marks=marks),
+            panels.percentiles_over_time(params, scope, "ttft_ms", "Time to first token percentiles", marks=marks),
             panels.latency_distribution(params, scope, shared=shared),
-            panels.caching_over_time(params, scope),
+            panels.caching_over_time(params, scope, marks=marks),
         ]
         context["tables"] = [
             {

@@ -7,12 +7,13 @@ limited to some tenants sees only those, totals included.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from apps.dashboard import charts
-from apps.dashboard.charts import Chart
+from apps.dashboard.charts import Chart, Mark
 from apps.dashboard.page_reads import query as page_query
 from apps.dashboard.params import ViewParams
 from apps.metrics.distributions import coarsen, merged_distributions
@@ -76,7 +77,7 @@ def headline(params: ViewParams, scope: Scope) -> Headline:
     return Headline(values=current[0] if current else {}, previous=previous[0] if previous else {})
 
 
-def cost_by(params: ViewParams, scope: Scope, dimension: str) -> Chart:
+def cost_by(params: ViewParams, scope: Scope, dimension: str, *, marks: Sequence[Mark] = ()) -> Chart:
     rows = _query(params, scope, ("cost_usd", "requests"), group_by=(dimension,), granularity=params.granularity)
     rows = [row for row in rows if row["requests"]]
     unpriced = sum(row["cost_unknown_requests"] for row in rows)
@@ -88,11 +89,11 @@ def cost_by(params: ViewParams, scope: Scope, dimension: str) -> Chart:
         unit="USD",
         range_text=params.describe_range().capitalize(),
         samples=sum(row["requests"] for row in rows),
-        html=charts.stacked_by(rows, dimension, "cost_usd", unit="USD"),
+        html=charts.stacked_by(rows, dimension, "cost_usd", unit="USD", marks=marks),
     )
 
 
-def traffic_over_time(params: ViewParams, scope: Scope) -> Chart:
+def traffic_over_time(params: ViewParams, scope: Scope, *, marks: Sequence[Mark] = ()) -> Chart:
     rows = _query(params, scope, ("requests", "errors", "retries"), granularity=params.granularity)
     return Chart(
         title="Requests, errors and retries",
@@ -101,11 +102,13 @@ def traffic_over_time(params: ViewParams, scope: Scope) -> Chart:
         range_text=params.describe_range().capitalize(),
         samples=sum(row["requests"] or 0 for row in rows),
         html=charts.time_series(rows, {"requests": "requests", "errors": "errors", "retries": "retries"},
-                                unit="calls", kind="bar") if any(r["requests"] for r in rows) else None,
+                                unit="calls", kind="bar", marks=marks) if any(r["requests"] for r in rows) else None,
     )  # fmt: skip
 
 
-def percentiles_over_time(params: ViewParams, scope: Scope, distribution: str, title: str) -> Chart:
+def percentiles_over_time(
+    params: ViewParams, scope: Scope, distribution: str, title: str, *, marks: Sequence[Mark] = ()
+) -> Chart:
     metrics = tuple(f"{distribution}_p{n}" for n in ("50", "95", "99"))
     rows = _query(params, scope, metrics, granularity=params.granularity)
     samples = sum(row[f"{metrics[0]}_samples"] or 0 for row in rows)
@@ -116,13 +119,13 @@ def percentiles_over_time(params: ViewParams, scope: Scope, distribution: str, t
         unit=unit,
         range_text=params.describe_range().capitalize(),
         samples=samples,
-        html=charts.time_series(rows, {"p50": metrics[0], "p95": metrics[1], "p99": metrics[2]}, unit=unit)
+        html=charts.time_series(rows, {"p50": metrics[0], "p95": metrics[1], "p99": metrics[2]}, unit=unit, marks=marks)
         if samples
         else None,
     )
 
 
-def caching_over_time(params: ViewParams, scope: Scope) -> Chart:
+def caching_over_time(params: ViewParams, scope: Scope, *, marks: Sequence[Mark] = ()) -> Chart:
     rows = _query(
         params, scope, ("prompt_cache_hit_rate", "semantic_cache_hit_rate", "input_tokens"),
         granularity=params.granularity,
@@ -137,7 +140,9 @@ def caching_over_time(params: ViewParams, scope: Scope) -> Chart:
         unit="%",
         range_text=params.describe_range().capitalize(),
         samples=sum(row["input_tokens"] or 0 for row in rows),
-        html=charts.time_series(series_rows, {"prompt cache": "prompt", "semantic cache": "semantic"}, unit="%")
+        html=charts.time_series(
+            series_rows, {"prompt cache": "prompt", "semantic cache": "semantic"}, unit="%", marks=marks
+        )
         if any(row["input_tokens"] for row in rows)
         else None,
     )
@@ -314,7 +319,9 @@ TOKEN_KINDS = {
 }
 
 
-def usage_over_time(params: ViewParams, scope: Scope, *, shared: SharedReads | None = None) -> list[Chart]:
+def usage_over_time(
+    params: ViewParams, scope: Scope, *, shared: SharedReads | None = None, marks: Sequence[Mark] = ()
+) -> list[Chart]:
     """Token mix, cost per 1,000 requests and retry rate over time, from one query."""
     rows = _run(params, scope, USAGE_METRICS, shared, granularity=params.granularity)
     requests = sum(row["requests"] for row in rows)
@@ -336,7 +343,9 @@ def usage_over_time(params: ViewParams, scope: Scope, *, shared: SharedReads | N
             unit=f"tokens per {params.granularity}",
             range_text=range_text,
             samples=requests - unknown,
-            html=charts.time_series(rows, TOKEN_KINDS, unit="tokens", kind="bar", stacked=True) if has_tokens else None,
+            html=charts.time_series(rows, TOKEN_KINDS, unit="tokens", kind="bar", stacked=True, marks=marks)
+            if has_tokens
+            else None,
         ),
         Chart(
             title="Cost per 1,000 requests",
@@ -344,7 +353,7 @@ def usage_over_time(params: ViewParams, scope: Scope, *, shared: SharedReads | N
             unit="USD per 1,000 calls",
             range_text=range_text,
             samples=requests,
-            html=charts.time_series(rows, {"cost per 1,000 requests": "cost_per_1k_requests"}, unit="USD")
+            html=charts.time_series(rows, {"cost per 1,000 requests": "cost_per_1k_requests"}, unit="USD", marks=marks)
             if requests
             else None,
         ),
@@ -354,7 +363,7 @@ def usage_over_time(params: ViewParams, scope: Scope, *, shared: SharedReads | N
             unit="% of calls",
             range_text=range_text,
             samples=requests,
-            html=charts.time_series(rows, {"retry rate": "retry_pct"}, unit="%") if requests else None,
+            html=charts.time_series(rows, {"retry rate": "retry_pct"}, unit="%", marks=marks) if requests else None,
         ),
     ]
 

@@ -22,6 +22,7 @@ from apps.alerts.panel import overview_panel
 from apps.dashboard import panels
 from apps.dashboard.page_reads import page_reads
 from apps.dashboard.params import BadParameter, check_text, default_params, filter_bar_context, parse_params
+from apps.insights.marks import chart_marks
 from observatory.csv_export import csv_response
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,14 @@ def overview(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {**filter_bar_context(params), **empty_state_context(request), "head": head}
     if head.has_data:
         context["alerts_panel"] = overview_panel(request.user)
+        marks = chart_marks(params, scope)  # where the findings of this view's slice began
         context.update(
             charts=[
-                panels.cost_by(params, scope, "feature"),
-                panels.traffic_over_time(params, scope),
-                panels.percentiles_over_time(params, scope, "e2e_ms", "Latency percentiles"),
-                panels.percentiles_over_time(params, scope, "ttft_ms", "Time to first token percentiles"),
-                panels.caching_over_time(params, scope),
+                panels.cost_by(params, scope, "feature", marks=marks),
+                panels.traffic_over_time(params, scope, marks=marks),
+                panels.percentiles_over_time(params, scope, "e2e_ms", "Latency percentiles", marks=marks),
+                panels.percentiles_over_time(params, scope, "ttft_ms", "Time to first token percentiles", marks=marks),
+                panels.caching_over_time(params, scope, marks=marks),
             ],
             top_features=_with_filter_links(params, panels.top_by_cost(params, scope, "feature"), "feature"),
             top_tenants=_with_filter_links(params, panels.top_by_cost(params, scope, "tenant"), "tenant"),
