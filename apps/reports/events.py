@@ -14,14 +14,12 @@ same rule.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from django.db.models import Exists, OuterRef, Q
-from django.urls import NoReverseMatch, Resolver404, resolve, reverse
+from django.urls import reverse
 
 from apps.metrics.query import Scope
 from apps.reports.weeks import ReviewWeek
@@ -30,10 +28,6 @@ SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 LEVEL_RANK = {"critical": 0, "warning": 1, "ok": 2}
 # A regression (something got worse) before a drift (something changed) of the same severity.
 KIND_RANK = {"regression": 0, "drift": 1}
-# The finding detail page (apps/insights, /findings/<id>/) and the findings list, under the
-# names they may be given; without either the link is the overview filtered to the slice.
-FINDING_URL_NAMES = ("finding-detail", "insights:finding-detail", "finding")
-FINDINGS_URL_NAMES = ("findings", "insights:findings", "finding-list")
 
 
 @dataclass
@@ -85,7 +79,7 @@ class WeekEvents:
 
 
 def week_events(scope: Scope, week: ReviewWeek) -> WeekEvents:
-    return WeekEvents(week_findings(scope, week), week_alerts(scope, week), findings_list_link(week))
+    return WeekEvents(week_findings(scope, week), week_alerts(scope, week), findings_list_link())
 
 
 def _allowed(scope: Scope) -> list[str] | None:
@@ -105,7 +99,6 @@ def week_findings(scope: Scope, week: ReviewWeek) -> list[FindingLine]:
     allowed = _allowed(scope)
     if allowed is not None:
         found = found.filter(tenant__in=allowed)
-    page = finding_page()
     lines = []
     for finding in found.only(
         "id", "kind", "severity", "status", "title", "slice", "tenant", "started_at", "first_seen_at",
@@ -126,7 +119,7 @@ def week_findings(scope: Scope, week: ReviewWeek) -> list[FindingLine]:
                 first_seen_at=finding.first_seen_at,
                 ended_at=ended_at,
                 new_this_week=finding.first_seen_at >= week.start,
-                link=_finding_link(finding.pk, finding.as_filters(), week, page),
+                link=finding_link(finding.pk),
             )
         )
     lines.sort(key=lambda line: line.rank)
@@ -137,49 +130,12 @@ def _slice_text(filters: dict[str, Any]) -> str:
     return ", ".join(f"{dim} {value}" for dim, value in sorted(filters.items())) or "all traffic"
 
 
-def _first_reversible(names: tuple[str, ...], args: list[Any]) -> str | None:
-    for name in names:
-        try:
-            return reverse(name, args=args)
-        except NoReverseMatch:
-            continue
-    return None
+def finding_link(pk: int) -> str:
+    return reverse("finding-detail", args=[pk])
 
 
-def finding_page() -> Callable[[int], str] | None:
-    """How to link a finding's own page, found once per review build (a failed reverse costs
-    an exception; a review lists hundreds of findings): None when there are no findings pages."""
-    for name in FINDING_URL_NAMES:
-        try:
-            reverse(name, args=[1])
-        except NoReverseMatch:
-            continue
-        return lambda pk, name=name: reverse(name, args=[pk])  # type: ignore[misc]
-    try:
-        resolve("/findings/1/")
-    except Resolver404:
-        return None
-    return lambda pk: f"/findings/{pk}/"
-
-
-def finding_link(pk: int, filters: dict[str, Any], week: ReviewWeek) -> str:
-    """The finding's page when the findings pages exist, else the overview filtered to its
-    slice over the week."""
-    return _finding_link(pk, filters, week, finding_page())
-
-
-def _finding_link(pk: int, filters: dict[str, Any], week: ReviewWeek, page: Callable[[int], str] | None) -> str:
-    if page is not None:
-        return page(pk)
-    query = {"start": week.start.isoformat(), "end": week.end.isoformat(), **dict(sorted(filters.items()))}
-    return f"{reverse('overview')}?{urlencode(query)}"
-
-
-def findings_list_link(week: ReviewWeek) -> str:
-    found = _first_reversible(FINDINGS_URL_NAMES, [])
-    if found is not None:
-        return found
-    return f"{reverse('overview')}?{urlencode({'start': week.start.isoformat(), 'end': week.end.isoformat()})}"
+def findings_list_link() -> str:
+    return reverse("findings")
 
 
 def week_alerts(scope: Scope, week: ReviewWeek) -> list[AlertLine]:
