@@ -307,7 +307,7 @@ def _continuous(
     hist_base, hist_now = stats.common_histograms(base, now)
     evidence = _evidence(
         key, baseline, recent, unit=unit, label=f"median {label}",
-        test={"name": "ks", "statistic": outcome.statistic, "p_value": outcome.p_value},
+        test={"name": outcome.name, "statistic": outcome.statistic, "p_value": outcome.p_value},
         effect={"name": "wasserstein_log", "value": effect, "floor": config.wasserstein_floor},
         baseline_extra={"n": n_base, "value": base_median, "histogram": hist_base},
         current_extra={"n": n_now, "value": now_median, "histogram": hist_now},
@@ -339,7 +339,7 @@ def _mix(
     label = MIX_METRICS[metric]
     evidence = _evidence(
         key, baseline, recent, unit="share", label=f"share of {moved!r} among {label}",
-        test={"name": "chi2", "statistic": outcome.statistic, "p_value": outcome.p_value},
+        test={"name": outcome.name, "statistic": outcome.statistic, "p_value": outcome.p_value},
         effect={"name": "js_distance", "value": effect, "floor": floor},
         baseline_extra={"n": sum(base_mix.values()), "value": base_shares.get(moved, 0.0), "mix": base_shares},
         current_extra={"n": sum(now_mix.values()), "value": now_shares.get(moved, 0.0), "mix": now_shares},
@@ -363,14 +363,14 @@ def _rate(
         k_base, n_base, k_now, n_now = baseline.refused, baseline.calls, recent.refused, recent.calls
     if n_base < config.min_baseline or n_now < config.min_recent:
         return None
-    outcome = stats.two_proportion_increase(k_base, n_base, k_now, n_now)
+    outcome = stats.rate_increase(events=k_now, calls=n_now, baseline_events=k_base, baseline_calls=n_base)
     rise = k_now / n_now - k_base / n_base
     if rise < config.share_floor:
         return True
     label = RATE_METRICS[metric]
     evidence = _evidence(
         key, baseline, recent, unit="share", label=f"share of {label}",
-        test={"name": "two-proportion", "statistic": outcome.statistic, "p_value": outcome.p_value},
+        test={"name": outcome.name, "statistic": outcome.statistic, "p_value": outcome.p_value},
         effect={"name": "share", "value": rise, "floor": config.share_floor},
         baseline_extra={"n": n_base, "value": k_base / n_base}, current_extra={"n": n_now, "value": k_now / n_now},
         first_seen=first_seen,
