@@ -275,7 +275,7 @@ def _candidate(
         **evidence,
         "first_seen_at": None,
         "change_point": started_at.isoformat() if started_at else None,
-        "change_method": "binseg-binomial" if metric != "spend" and "cost" not in metric else "binseg",
+        "change_method": "binseg" if metric in COST_METRICS else "scan-binomial",
         "link": _link(slice_),
     }
     run.candidates.append(
@@ -319,7 +319,7 @@ def _judge_percentile(
         above_by_hour.append(int(counts[indexes > threshold].sum()))
         calls_by_hour.append(calls)
         series.append((hour, quantiles(indexes, counts, [q])[0] if calls >= MIN_HOURLY_CALLS else None))
-    point = changepoint.binomial_onset(above_by_hour, calls_by_hour)
+    point = changepoint.rate_onset(above_by_hour, calls_by_hour, baseline_share)
     started_at = None if point is None else hour_list[point]
     baseline_start, baseline_end = _baseline_bounds(run, baseline)
     what = "latency" if dist == "e2e_ms" else "TTFT"
@@ -371,7 +371,7 @@ def _judge_error_rate(
         calls_by_hour.append(int(row["requests"]) if row else 0)
         enough = row is not None and row["requests"] >= MIN_HOURLY_CALLS
         series.append((hour, row["errors"] / row["requests"] if row is not None and enough else None))
-    point = changepoint.binomial_onset(errors_by_hour, calls_by_hour)
+    point = changepoint.rate_onset(errors_by_hour, calls_by_hour, max(base_rate, 1.0 / base_calls))
     baseline_start, baseline_end = _baseline_bounds(run, baseline)
     critical = rate - base_rate >= knobs.error_rate_critical_increase
     _candidate(
