@@ -168,7 +168,16 @@ def rate_onset(
         log_p = scipy_stats.binom.logsf(tail_hits - 1, tail_calls, rate)
     else:
         log_p = scipy_stats.binom.logcdf(tail_hits, tail_calls, rate)
-    return _claim(positions, np.nan_to_num(np.asarray(log_p, np.float64), nan=0.0), alpha)
+    log_p = np.nan_to_num(np.asarray(log_p, np.float64), nan=0.0, neginf=-np.inf)
+    # Far tails underflow to log 0 = -inf (thousands of calls an hour, a large shift), and
+    # ties at -inf would put the onset at the first of them; there the Chernoff exponent,
+    # -n KL(observed || baseline), which the log tail approaches, ranks them instead.
+    beyond = ~np.isfinite(log_p)
+    if beyond.any():
+        observed = np.clip(tail_hits[beyond] / tail_calls[beyond], RATE_LIMIT, 1.0 - RATE_LIMIT)
+        divergence = observed * np.log(observed / rate) + (1 - observed) * np.log((1 - observed) / (1 - rate))
+        log_p[beyond] = -tail_calls[beyond] * divergence
+    return _claim(positions, log_p, alpha)
 
 
 def mean_onset(

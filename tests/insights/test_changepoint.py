@@ -160,6 +160,15 @@ def test_rate_hours_without_calls_are_skipped_and_indexes_stay_those_of_the_seri
     assert rate_onset([1], [10], 0.01) is None
 
 
+def test_rate_onset_in_busy_slices_whose_tails_underflow() -> None:
+    # Thousands of calls an hour and a large step: every tail after the change is beyond
+    # float range (log p = -inf); the onset is still the step, not the first such tail.
+    calls = [10_000] * 48
+    events = [100] * 30 + [5_000] * 18
+    assert rate_onset(events, calls, 0.01) == 30
+    assert rate_onset([9_900] * 30 + [5_000] * 18, calls, 0.99, direction=-1) == 30
+
+
 def test_rate_baseline_without_events_or_all_events() -> None:
     # A baseline share of 0 (no error in weeks) or 1 is kept inside (0, 1): the onset is the
     # first hour with errors, not a division by zero.
