@@ -35,13 +35,16 @@ def _drop(project_id: int) -> None:
 @pytest.fixture(scope="module")
 def history(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict[str, int]]:
     """Two projects: `ended`, a silent model change of support-chat that lasted one day and
-    ended two days ago; `lasting`, one that began five days ago and goes on."""
+    ended two days ago; `lasting`, one that began five days ago and goes on (loaded up to a
+    day ago: no test reads later)."""
     with django_db_blocker.unblock():
         ended = Project.objects.create(name="drift-ended")
         lasting = Project.objects.create(name="drift-lasting")
         try:
             load_history(ended.pk, days=10.2, incidents=["silent-model-change:support-chat@-3d..-2d"])
-            load_history(lasting.pk, days=13.2, incidents=["silent-model-change:support-chat@-5d"])
+            # Read up to NOW - 1 day at the latest (8 days before each detection moment).
+            load_history(lasting.pk, days=11.2, end=NOW - timedelta(days=1),
+                         incidents=["silent-model-change:support-chat@-4d"])  # fmt: skip
             yield {"ended": ended.pk, "lasting": lasting.pk}
         finally:
             _drop(ended.pk)

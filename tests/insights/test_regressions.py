@@ -139,7 +139,9 @@ def test_an_accepted_regression_stays_accepted_while_its_baseline_is_younger_tha
 def stable(request: pytest.FixtureRequest, django_db_setup: None, django_db_blocker: Any) -> Iterator[int]:
     with committed_project(django_db_blocker, f"stable-{request.param}") as project_id:
         with django_db_blocker.unblock():
-            load_windows(project_id, seed=request.param, recent_days=1)
+            # A run reads the current 6 hours and the same hours of four earlier weeks; the
+            # change-point series matters only for candidates, which a stable run must not have.
+            load_windows(project_id, seed=request.param, recent_days=7 / 24)
         yield project_id
 
 
