@@ -1,23 +1,31 @@
-"""When did it start: change points in a slice's hourly series, by binary segmentation.
+"""When did it start: change points in a slice's hourly series.
 
-The regression detector knows *that* a slice moved (current hours against the same hours of
-earlier weeks); this module says *when*. Its input is an hourly series over the last few
-days (share of calls above the baseline's p99, error rate, log cost per task), with None for
-hours that had too few calls to say anything.
+The detectors know *that* a slice moved (current hours against a baseline); this module says
+*when*. Two methods, both small and tested on synthetic series (tests/insights/test_changepoint.py):
 
-Method: binary segmentation under a Gaussian mean-shift model. A segment is split at the
-point that most reduces the sum of squared deviations from the segment means; the split is
-kept when that reduction exceeds a penalty of PENALTY_FACTOR x sigma^2 x ln(n) (BIC is
-2 sigma^2 ln n; we ask for more, because a false onset on a finding is worse than a late
-one), and both halves are searched again. Sigma is the noise level, estimated from the
-mean square of successive differences (a step adds to one difference only, so the estimate
-is barely moved by the very changes we look for, and unlike a median-based estimate it does
-not collapse to 0 on series that are mostly 0, such as hourly error rates).
+- Scans against a known baseline (rate_onset, mean_onset), for what a baseline of weeks
+  measures well: rates (calls above the baseline's p99, errors, a finish reason's share) and
+  per-call means (log output tokens). For every hour h, how unlikely is everything from h to
+  the end under the baseline (exact binomial tail; normal tail of a mean)? The least likely
+  tail begins at the onset. This is the generalised likelihood ratio of one change to an
+  unknown level, with the level before it known: at tens of calls an hour and a few percent
+  of them shifted (the simulator's p99 regression), the known baseline is what makes the
+  onset placeable; segmentation that estimates both levels from the thin series cannot.
+  The price: a baseline that misjudges the series' normal level (a daily cycle the baseline's
+  hours do not see) pulls the onset earlier; such a shift present from the first hour is not
+  placed at all.
+- Binary segmentation under a Gaussian mean-shift model (change_points, onset), for series
+  without a per-call baseline (log hourly cost). A segment is split at the point that most
+  reduces the sum of squared deviations from the segment means; the split is kept when that
+  reduction exceeds PENALTY_FACTOR x sigma^2 x ln(n) (BIC is 2 sigma^2 ln n; we ask for more,
+  because a false onset on a finding is worse than a late one), and both halves are searched
+  again. Sigma comes from the mean square of successive differences (a step adds to one
+  difference only, and unlike a median-based estimate it does not collapse to 0 on series
+  that are mostly 0).
 
-Why not `ruptures`: it is not installed here (neither is scipy), and the whole method is
-the forty lines below, tested on synthetic series in tests/insights/test_changepoint.py.
-
-Cost: O(n) per split with cumulative sums, so O(n x changes); n is a few hundred hours.
+Why not `ruptures`: it is not installed, and each method is a few dozen lines on numpy and
+scipy's distribution functions. Cost: O(n) per scan, O(n x changes) per segmentation; n is
+a few hundred hours.
 """
 
 from __future__ import annotations
@@ -27,11 +35,15 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 PENALTY_FACTOR = 4.0
-# On the binomial deviance scale (no estimated noise level to hedge against): the largest
-# deviance of a split of a change-free series of ~72 hours stays under ~10 (tested).
-BINOMIAL_PENALTY_FACTOR = 3.0
+# A scan's onset is claimed when its tail is this unlikely under the baseline after trying
+# every hour of the series (Bonferroni over the hours).
+ONSET_ALPHA = 0.01
+# Baseline rates are kept inside (0, 1): a baseline without a single event does not make
+# one event certain proof.
+RATE_LIMIT = 1e-6
 # The fewest points on each side of a change: one odd hour is not a new level.
 MIN_SEGMENT = 2
 
@@ -121,73 +133,68 @@ def onset(
     return began
 
 
-def _binomial_log_likelihood(events: np.ndarray, trials: np.ndarray) -> np.ndarray:
-    """Maximised Bernoulli log-likelihood of segments with these totals (0 log 0 = 0)."""
-    rate = np.divide(events, trials, out=np.zeros_like(events), where=trials > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hits = np.where(events > 0, events * np.log(rate), 0.0)
-        misses = np.where(trials - events > 0, (trials - events) * np.log1p(-rate), 0.0)
-    return np.asarray(hits + misses)
+def _claim(positions: Sequence[int], log_p: np.ndarray, alpha: float) -> int | None:
+    """The scan's answer: the hour whose tail is least likely under the baseline, if that
+    is surprising after trying every hour (Bonferroni) and is not the series' first hour (a
+    shift already there when the series begins started before it: not placeable)."""
+    if log_p.size < 2:
+        return None
+    best = int(np.argmin(log_p))
+    if best == 0 or log_p[best] > math.log(alpha / log_p.size):
+        return None
+    return positions[best]
 
 
-def binomial_change_points(
-    events: Sequence[int], trials: Sequence[int], *, penalty_factor: float = BINOMIAL_PENALTY_FACTOR,
-    min_size: int = MIN_SEGMENT,
-) -> list[int]:  # fmt: skip
-    """Change points of a rate measured as events out of trials per hour (errors of calls,
-    calls above a percentile of calls), by binary segmentation on the binomial deviance
-    (2 x the log-likelihood gain of a split) against BINOMIAL_PENALTY_FACTOR x ln(n). Each hour
-    weighs by its trials, so quiet night hours count for little; hours without trials are
-    missing. No noise level to estimate: the binomial model gives it."""
+def rate_onset(
+    events: Sequence[int], trials: Sequence[int], baseline_rate: float, *, direction: int = 1,
+    alpha: float = ONSET_ALPHA,
+) -> int | None:  # fmt: skip
+    """Where a rate (errors of calls, calls above the baseline percentile of calls) left its
+    baseline level for good, in `direction` (+1 up, -1 down); None when no hour qualifies.
+
+    A scan of the last segment against the known baseline: for each hour h, the exact
+    binomial tail probability of the events from h to the end under `baseline_rate` (weeks
+    of calls measured it: a known null, not one estimated from the thin series). The onset
+    is the hour whose tail is least likely. Every hour weighs by its calls, hours without
+    calls are skipped, and no pooling of thin hours is needed: a sum of binomials with one
+    rate is binomial, so the tail's probability is exact whatever the hourly counts.
+    """
     positions = [index for index, n in enumerate(trials) if n > 0]
     hits = np.array([events[index] for index in positions], dtype=np.float64)
     calls = np.array([trials[index] for index in positions], dtype=np.float64)
-    if hits.size < 2 * min_size:
-        return []
-    penalty = penalty_factor * math.log(hits.size)
-    found: list[int] = []
-    stack = [(0, hits.size)]
-    while stack:
-        start, end = stack.pop()
-        n = end - start
-        if n < 2 * min_size:
-            continue
-        left_hits = np.cumsum(hits[start:end])[min_size - 1 : n - min_size]
-        left_calls = np.cumsum(calls[start:end])[min_size - 1 : n - min_size]
-        all_hits, all_calls = hits[start:end].sum(), calls[start:end].sum()
-        gain = (
-            _binomial_log_likelihood(left_hits, left_calls)
-            + _binomial_log_likelihood(all_hits - left_hits, all_calls - left_calls)
-            - _binomial_log_likelihood(np.array([all_hits]), np.array([all_calls]))[0]
-        )
-        best = int(np.argmax(gain))
-        if 2 * gain[best] <= penalty:
-            continue
-        split = start + best + min_size
-        found.append(split)
-        stack.extend([(start, split), (split, end)])
-    return sorted(positions[point] for point in found)
+    rate = min(max(float(baseline_rate), RATE_LIMIT), 1.0 - RATE_LIMIT)
+    tail_hits, tail_calls = np.cumsum(hits[::-1])[::-1], np.cumsum(calls[::-1])[::-1]
+    if direction > 0:
+        log_p = scipy_stats.binom.logsf(tail_hits - 1, tail_calls, rate)
+    else:
+        log_p = scipy_stats.binom.logcdf(tail_hits, tail_calls, rate)
+    log_p = np.nan_to_num(np.asarray(log_p, np.float64), nan=0.0, neginf=-np.inf)
+    # Far tails underflow to log 0 = -inf (thousands of calls an hour, a large shift), and
+    # ties at -inf would put the onset at the first of them; there the Chernoff exponent,
+    # -n KL(observed || baseline), which the log tail approaches, ranks them instead.
+    beyond = ~np.isfinite(log_p)
+    if beyond.any():
+        observed = np.clip(tail_hits[beyond] / tail_calls[beyond], RATE_LIMIT, 1.0 - RATE_LIMIT)
+        divergence = observed * np.log(observed / rate) + (1 - observed) * np.log((1 - observed) / (1 - rate))
+        log_p[beyond] = -tail_calls[beyond] * divergence
+    return _claim(positions, log_p, alpha)
 
 
-def binomial_onset(
-    events: Sequence[int],
-    trials: Sequence[int],
-    *,
-    direction: int = 1,
-    penalty_factor: float = BINOMIAL_PENALTY_FACTOR,
-) -> int | None:
-    """onset() for a rate of events out of trials: where its current level began."""
-    points = binomial_change_points(events, trials, penalty_factor=penalty_factor)
-    if not points:
+def mean_onset(
+    means: Sequence[float | None], counts: Sequence[float], baseline_mean: float, baseline_sd: float, *,
+    direction: int = 1, alpha: float = ONSET_ALPHA,
+) -> int | None:  # fmt: skip
+    """rate_onset() for a per-call value (log output tokens, log latency) known hourly as
+    (mean, calls): the tail's z score against the baseline's mean and per-call spread, its
+    normal tail probability. Hours without a mean or calls are skipped."""
+    positions = [
+        index for index, (mean, n) in enumerate(zip(means, counts, strict=True))
+        if mean is not None and math.isfinite(mean) and n > 0
+    ]  # fmt: skip
+    if not positions or not baseline_sd > 0:
         return None
-    bounds = [0, *points, len(trials)]
-    means = []
-    for start, end in pairwise(bounds):
-        total = sum(trials[start:end])
-        means.append(sum(events[start:end]) / total if total else math.nan)
-    began = None
-    for number in range(len(points), 0, -1):
-        if not (means[number] - means[number - 1]) * direction > 0:
-            break
-        began = points[number - 1]
-    return began
+    sums = np.array([float(means[index]) * counts[index] for index in positions])  # type: ignore[arg-type]
+    calls = np.array([counts[index] for index in positions], dtype=np.float64)
+    tail_sums, tail_calls = np.cumsum(sums[::-1])[::-1], np.cumsum(calls[::-1])[::-1]
+    z = direction * (tail_sums - tail_calls * baseline_mean) / (baseline_sd * np.sqrt(tail_calls))
+    return _claim(positions, np.asarray(scipy_stats.norm.logsf(z), np.float64), alpha)

@@ -34,10 +34,11 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
-from apps.insights import episodes, stats
+from apps.insights import changepoint, episodes, stats
 from apps.insights.episodes import Candidate
 from apps.insights.models import Finding
 from apps.rollups.models import mask
+from apps.rollups.sketch import bucket_values
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def detect(project_id: int, now: datetime) -> list[Finding]:
     tested = 0
     for key in sorted(data):
         first_seen: dict[str, datetime] = {}
+        hourly: dict[SliceKey, list[Hour]] = {}
         for metric in (*NEW_VALUE_METRICS, *CONTINUOUS, *MIX_METRICS, *RATE_METRICS):
             baseline, recent = floored.get(key, {}).get(metric, data[key])
             outcome = _test(project_id, key, metric, baseline, recent, config, first_seen)
@@ -163,6 +165,10 @@ def detect(project_id: int, now: datetime) -> list[Finding]:
             tested += 1
             judged.append(episodes.signature(KIND, metric, slice_of(key)))
             if isinstance(outcome, Candidate):
+                if metric not in NEW_VALUE_METRICS:
+                    if key not in hourly:
+                        hourly[key] = read_hours(project_id, key, windows.baseline_start, windows.recent_end)
+                    add_series(outcome, hourly[key], baseline)
                 candidates.append(outcome)
     written = episodes.record(project_id, KIND, METRICS, candidates, tested=tested, judged=judged, now=now)
     log.info(
@@ -307,7 +313,7 @@ def _continuous(
     hist_base, hist_now = stats.common_histograms(base, now)
     evidence = _evidence(
         key, baseline, recent, unit=unit, label=f"median {label}",
-        test={"name": "ks", "statistic": outcome.statistic, "p_value": outcome.p_value},
+        test={"name": outcome.name, "statistic": outcome.statistic, "p_value": outcome.p_value},
         effect={"name": "wasserstein_log", "value": effect, "floor": config.wasserstein_floor},
         baseline_extra={"n": n_base, "value": base_median, "histogram": hist_base},
         current_extra={"n": n_now, "value": now_median, "histogram": hist_now},
@@ -338,8 +344,8 @@ def _mix(
     moved = max(set(base_shares) | set(now_shares), key=lambda k: abs(now_shares.get(k, 0) - base_shares.get(k, 0)))
     label = MIX_METRICS[metric]
     evidence = _evidence(
-        key, baseline, recent, unit="share", label=f"share of {moved!r} among {label}",
-        test={"name": "chi2", "statistic": outcome.statistic, "p_value": outcome.p_value},
+        key, baseline, recent, unit="share", label=f"share of {moved!r} among {label}", category=moved,
+        test={"name": outcome.name, "statistic": outcome.statistic, "p_value": outcome.p_value},
         effect={"name": "js_distance", "value": effect, "floor": floor},
         baseline_extra={"n": sum(base_mix.values()), "value": base_shares.get(moved, 0.0), "mix": base_shares},
         current_extra={"n": sum(now_mix.values()), "value": now_shares.get(moved, 0.0), "mix": now_shares},
@@ -363,14 +369,14 @@ def _rate(
         k_base, n_base, k_now, n_now = baseline.refused, baseline.calls, recent.refused, recent.calls
     if n_base < config.min_baseline or n_now < config.min_recent:
         return None
-    outcome = stats.two_proportion_increase(k_base, n_base, k_now, n_now)
+    outcome = stats.rate_increase(events=k_now, calls=n_now, baseline_events=k_base, baseline_calls=n_base)
     rise = k_now / n_now - k_base / n_base
     if rise < config.share_floor:
         return True
     label = RATE_METRICS[metric]
     evidence = _evidence(
         key, baseline, recent, unit="share", label=f"share of {label}",
-        test={"name": "two-proportion", "statistic": outcome.statistic, "p_value": outcome.p_value},
+        test={"name": outcome.name, "statistic": outcome.statistic, "p_value": outcome.p_value},
         effect={"name": "share", "value": rise, "floor": config.share_floor},
         baseline_extra={"n": n_base, "value": k_base / n_base}, current_extra={"n": n_now, "value": k_now / n_now},
         first_seen=first_seen,
@@ -453,6 +459,108 @@ def first_seen_at(
     return (moment or hour).astimezone(UTC)
 
 
+# --------------------------------------------------------------------------- when it began
+
+
+@dataclass
+class Hour:
+    """One hour of one slice: what the hourly series of any drift metric needs."""
+
+    bucket: datetime
+    side: Side
+    dist_hours: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def read_hours(project_id: int, key: SliceKey, start: datetime, end: datetime) -> list[Hour]:
+    """The slice's hour rows from `start` to `end` (one rollup_hour_read range of one
+    grouping; a slice is one row an hour), for the series and onset of its findings."""
+    grouping, values = key
+    dims = SLICE_GROUPINGS[grouping]
+    condition = "".join(f" AND coalesce(h.{dim}, '') = %s" for dim in dims)
+    dists = sorted({spec[0] for spec in CONTINUOUS.values()})
+    columns = ", ".join(f"h.{dist}_idx, h.{dist}_cnt" for dist in dists)
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT h.bucket, h.requests, h.errors, h.empty_answers, h.refused_answers, h.validated_outputs,"
+            f" h.invalid_outputs, h.errors_by_type, h.finish_reasons, {columns} FROM rollups_rolluphour AS h"
+            f" WHERE h.project_id = %s AND h.grouping = %s AND h.bucket >= %s AND h.bucket < %s{condition}"
+            " ORDER BY h.bucket",
+            [project_id, grouping, start, end, *values],
+        )
+        rows = cur.fetchall()
+    hours: list[Hour] = []
+    for row in rows:
+        bucket = row[0].astimezone(UTC)
+        side = Side(bucket, bucket + timedelta(hours=1))
+        side.calls, side.errors, side.empty, side.refused, side.validated, side.invalid = (
+            int(v or 0) for v in row[1:7]
+        )
+        side.errors_by_type.update({k: int(v) for k, v in _as_dict(row[7] or {}).items()})
+        side.finish_reasons.update({k: int(v) for k, v in _as_dict(row[8] or {}).items()})
+        for number, dist in enumerate(dists):
+            indexes, counts = row[9 + 2 * number], row[10 + 2 * number]
+            if indexes:
+                side.dists[dist] = (np.asarray(indexes, np.int64), np.asarray(counts, np.int64))
+        hours.append(Hour(bucket, side))
+    return hours
+
+
+def _hourly_rate(metric: str, side: Side, category: str | None) -> tuple[int, int]:
+    """(events, calls) of a rate or a mix's moved category in one side."""
+    if metric == "finish_reason_mix":
+        return side.finish_reasons.get(category or "", 0), sum(side.finish_reasons.values())
+    if metric == "error_type_mix":
+        return side.errors_by_type.get(category or "", 0), sum(side.errors_by_type.values())
+    if metric == "invalid_outputs":
+        return side.invalid, side.validated
+    return (side.empty if metric == "empty_answers" else side.refused), side.calls
+
+
+def add_series(candidate: Candidate, hours: list[Hour], baseline: Side) -> None:
+    """The metric's hourly value over baseline + current (evidence `series`: the median for a
+    distribution, the share for a rate or a mix's moved category), and, unless a new value
+    dated it, where its current level began (changepoint scans against the baseline): the
+    finding's started_at and the evidence's change point, for the charts to mark."""
+    evidence = candidate.evidence
+    metric = candidate.metric
+    began: int | None
+    if metric in CONTINUOUS:
+        dist = CONTINUOUS[metric][0]
+        base_indexes, base_counts = baseline.dist(dist)
+        if not int(base_counts.sum()):
+            return
+        base_logs = np.log1p(bucket_values(np.asarray(base_indexes)))
+        base_mean = float(np.average(base_logs, weights=base_counts))
+        base_sd = float(np.sqrt(np.average((base_logs - base_mean) ** 2, weights=base_counts)))
+        series = [[hour.bucket.isoformat(), stats.median(*hour.side.dist(dist))] for hour in hours]
+        means = [stats.mean_log(*hour.side.dist(dist)) for hour in hours]
+        counts = [hour.side.samples(dist) for hour in hours]
+        direction = 1 if (evidence["current"]["value"] or 0) >= (evidence["baseline"]["value"] or 0) else -1
+        began = changepoint.mean_onset(means, counts, base_mean, base_sd, direction=direction)
+        method = "scan-normal"
+    else:
+        category = evidence.get("category")
+        events, calls = (
+            zip(*(_hourly_rate(metric, hour.side, category) for hour in hours), strict=True) if hours else ((), ())
+        )
+        base_events, base_calls = _hourly_rate(metric, baseline, category)
+        if not base_calls:
+            return
+        series = [
+            [hour.bucket.isoformat(), round(k / n, 6) if n else None]
+            for hour, k, n in zip(hours, events, calls, strict=True)
+        ]
+        direction = 1 if evidence["current"]["value"] >= evidence["baseline"]["value"] else -1
+        began = changepoint.rate_onset(events, calls, base_events / base_calls, direction=direction)
+        method = "scan-binomial"
+    evidence["series"] = series
+    # A new fingerprint or model seen this run already dates the change (to the span).
+    if began is not None and candidate.started_at is None:
+        candidate.started_at = hours[began].bucket
+        evidence["change_point"] = hours[began].bucket.isoformat()
+        evidence["change_method"] = method
+
+
 # --------------------------------------------------------------------------- evidence
 
 
@@ -482,9 +590,11 @@ def _evidence(
     baseline_extra: dict[str, Any],
     current_extra: dict[str, Any],
     first_seen: dict[str, datetime],
+    category: str | None = None,
 ) -> dict[str, Any]:
     moment = first_seen.get("moment")
     return {
+        **({"category": category} if category is not None else {}),
         "unit": unit,
         "label": label,
         "test": {k: _finite(v) for k, v in test.items()},

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from scipy.stats import false_discovery_control
 
 from apps.insights.models import Finding
 
@@ -70,18 +72,14 @@ def signature(kind: str, metric: str, slice_: dict[str, str]) -> str:
 
 def benjamini_hochberg(p_values: Sequence[float], tested: int | None = None) -> list[float]:
     """BH-adjusted q-values for `p_values`, in their order, as if `tested` tests were run
-    (the others with p-values above all of these: they only enlarge the family)."""
-    m = max(tested or 0, len(p_values))
+    (the others count as p = 1: they only enlarge the family). scipy's
+    false_discovery_control on the padded family."""
     if not p_values:
         return []
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    q = [1.0] * len(p_values)
-    running = 1.0
-    for rank in range(len(order), 0, -1):
-        i = order[rank - 1]
-        running = min(running, p_values[i] * m / rank)
-        q[i] = min(1.0, running)
-    return q
+    padding = max(0, (tested or 0) - len(p_values))
+    family = np.concatenate([np.clip(np.nan_to_num(np.asarray(p_values, np.float64), nan=1.0), 0.0, 1.0),
+                             np.ones(padding)])  # fmt: skip
+    return [float(q) for q in false_discovery_control(family, method="bh")[: len(p_values)]]
 
 
 def baseline_floor(project_id: int, signatures: Iterable[str]) -> dict[str, datetime]:

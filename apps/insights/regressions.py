@@ -18,10 +18,10 @@ One run, for one project at `now`:
   per successful task and spend (tenant and feature slices): Welch's t test on the log of
   the hourly values, plus a floor on the ratio of the window totals.
 - Every test of the run is one Benjamini-Hochberg family (episodes.record).
-- When it began: change points (changepoint.onset) on the slice's hourly series over the
-  last SERIES_HOURS: calls above the baseline percentile and errors, each out of the hour's
-  calls (binomial segmentation), and the
-  log hourly cost.
+- When it began: on the slice's hourly series over the last SERIES_HOURS, calls above the
+  baseline percentile and errors, each out of the hour's calls, are scanned against the
+  baseline's own share (changepoint.rate_onset); the log hourly cost is segmented
+  (changepoint.onset).
 
 Reads: the query layer only: run_query (hourly sums) and the rollup's hourly distributions
 through apps.metrics.reads, both in one snapshot: (1 + WEEKS) reads of each kind per slicing.
@@ -39,10 +39,9 @@ from urllib.parse import quote, urlencode
 import numpy as np
 from django.conf import settings
 
-from apps.insights import changepoint, episodes
+from apps.insights import changepoint, episodes, stats
 from apps.insights.episodes import Candidate
 from apps.insights.models import Finding
-from apps.insights.significance import binomial_upper_tail, two_proportion_greater, welch_greater
 from apps.metrics import reads
 from apps.metrics.distributions import coarsen
 from apps.metrics.merge import Distribution, merge_distributions
@@ -62,7 +61,8 @@ PERCENTILES: dict[str, tuple[str, float, str]] = {
     "ttft_p95": ("ttft_ms", 0.95, "p95 time to first token"),
     "ttft_p99": ("ttft_ms", 0.99, "p99 time to first token"),
 }
-METRICS = (*PERCENTILES, "error_rate", "cost_per_successful_task", "spend")
+COST_METRICS = ("cost_per_successful_task", "spend")
+METRICS = (*PERCENTILES, "error_rate", *COST_METRICS)
 SUMS = ("requests", "errors", "cost_usd", "successful_tasks")
 # An hour with fewer calls than this is a missing point of a change-point series.
 MIN_HOURLY_CALLS = 5
@@ -275,7 +275,7 @@ def _candidate(
         **evidence,
         "first_seen_at": None,
         "change_point": started_at.isoformat() if started_at else None,
-        "change_method": "binseg-binomial" if metric != "spend" and "cost" not in metric else "binseg",
+        "change_method": "binseg" if metric in COST_METRICS else "scan-binomial",
         "link": _link(slice_),
     }
     run.candidates.append(
@@ -308,7 +308,7 @@ def _judge_percentile(
     ratio = current_value / baseline_value if baseline_value > 0 else math.inf
     if ratio < knobs.latency_ratio or current_value - baseline_value < knobs.latency_min_ms:
         return
-    p_value = binomial_upper_tail(above, n_current, baseline_share)
+    p_value = stats.binomial_upper_tail(above, n_current, baseline_share)
     series: list[tuple[datetime, float | None]] = []
     above_by_hour: list[int] = []
     calls_by_hour: list[int] = []
@@ -319,7 +319,7 @@ def _judge_percentile(
         above_by_hour.append(int(counts[indexes > threshold].sum()))
         calls_by_hour.append(calls)
         series.append((hour, quantiles(indexes, counts, [q])[0] if calls >= MIN_HOURLY_CALLS else None))
-    point = changepoint.binomial_onset(above_by_hour, calls_by_hour)
+    point = changepoint.rate_onset(above_by_hour, calls_by_hour, baseline_share)
     started_at = None if point is None else hour_list[point]
     baseline_start, baseline_end = _baseline_bounds(run, baseline)
     what = "latency" if dist == "e2e_ms" else "TTFT"
@@ -360,7 +360,7 @@ def _judge_error_rate(
     ratio = rate / base_rate if base_rate else math.inf
     if rate - base_rate < knobs.error_rate_min_increase or ratio < knobs.error_rate_ratio:
         return
-    name, statistic, p_value = two_proportion_greater(int(errors), int(calls), int(base_errors), int(base_calls))
+    outcome = stats.rate_increase(events=errors, calls=calls, baseline_events=base_errors, baseline_calls=base_calls)
     series: list[tuple[datetime, float | None]] = []
     errors_by_hour: list[int] = []
     calls_by_hour: list[int] = []
@@ -371,7 +371,7 @@ def _judge_error_rate(
         calls_by_hour.append(int(row["requests"]) if row else 0)
         enough = row is not None and row["requests"] >= MIN_HOURLY_CALLS
         series.append((hour, row["errors"] / row["requests"] if row is not None and enough else None))
-    point = changepoint.binomial_onset(errors_by_hour, calls_by_hour)
+    point = changepoint.rate_onset(errors_by_hour, calls_by_hour, max(base_rate, 1.0 / base_calls))
     baseline_start, baseline_end = _baseline_bounds(run, baseline)
     critical = rate - base_rate >= knobs.error_rate_critical_increase
     _candidate(
@@ -379,12 +379,11 @@ def _judge_error_rate(
         severity=Finding.Severity.CRITICAL if critical else Finding.Severity.WARNING,
         title=f"Error rate of {_name(slice_)} up: {rate:.1%} vs {base_rate:.1%} "
         f"in the same hours of the last {len(baseline)} week(s)",
-        p_value=p_value,
+        p_value=outcome.p_value,
         evidence={
             "unit": "share",
             "label": "error rate",
-            "test": {"name": "two-proportion" if name == "two-proportion" else "fisher", "statistic": statistic,
-                     "p_value": p_value},
+            "test": {"name": outcome.name, "statistic": outcome.statistic, "p_value": outcome.p_value},
             "effect": {"name": "ratio", "value": ratio if math.isfinite(ratio) else None,
                        "floor": knobs.error_rate_ratio, "difference": rate - base_rate,
                        "difference_floor": knobs.error_rate_min_increase},
@@ -432,7 +431,7 @@ def _judge_cost(
     ratio = value / base_value if base_value else math.inf
     if ratio < floor:
         return
-    statistic, p_value = welch_greater([math.log(v) for v in current], [math.log(v) for v in earlier])
+    outcome = stats.welch_greater([math.log(v) for v in current], [math.log(v) for v in earlier])
     series = [(hour, _hourly_cost(hours, hour, metric)) for hour in _series_hours(run, series_start)]
     log_series = [(hour, math.log(v) if v else None) for hour, v in series]
     baseline_start, baseline_end = _baseline_bounds(run, baseline)
@@ -443,11 +442,12 @@ def _judge_cost(
         severity=Finding.Severity.CRITICAL if ratio >= critical else Finding.Severity.WARNING,
         title=f"{label.capitalize()} of {_name(slice_)} up {ratio:.1f}x: {_money(value)} vs {_money(base_value)} "
         f"in the same hours of the last {len(baseline)} week(s)",
-        p_value=p_value,
+        p_value=outcome.p_value,
         evidence={
             "unit": "usd",
             "label": f"{label} ({unit}, {'per window' if metric == 'spend' else 'window total'})",
-            "test": {"name": "welch", "statistic": statistic, "p_value": p_value, "on": "log of hourly values",
+            "test": {"name": "welch", "statistic": outcome.statistic, "p_value": outcome.p_value,
+                     "on": "log of hourly values",
                      "hours": [len(current), len(earlier)]},
             "effect": {"name": "ratio", "value": ratio if math.isfinite(ratio) else None, "floor": floor},
             "baseline": _window(baseline_start, baseline_end, len(earlier), base_value),

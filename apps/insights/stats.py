@@ -1,45 +1,74 @@
-"""Two-sample statistics on rolled-up data, for the drift detector (docs/metrics.md, "Drift").
+"""The statistics of the insights detectors, on scipy (docs/metrics.md, "Drift", "Regressions").
 
 Everything here takes what the rollups keep, not raw spans: a distribution is a pair of
 arrays (sketch bucket indexes, counts; apps/rollups/sketch.py), a categorical mix is a
-{category: calls} mapping, a rate is (events, calls).
+{category: calls} mapping, a rate is (events, calls), a cost series is a list of hourly values.
 
-numpy only: scipy is not among the project's locked requirements (the detector must run in
-the production image), so the few distribution functions needed are written here, small,
-from their textbook definitions, and tested against scipy's values (tests/insights).
+The distribution functions and tests are scipy's (scipy.stats, scipy.spatial.distance);
+what is ours is putting sketches into them and keeping their edge cases out of the evidence
+JSON: an empty side, one bucket, all zeros or counts past 10^12 give a finite statistic and a
+p-value in [0, 1] (1 when there is nothing to compare), never NaN or inf.
 
-- KS on sketches: the empirical CDFs of both samples are exact at every bucket's upper edge,
-  so D computed there is the KS statistic of the samples with each value replaced by its
-  bucket (identical to ks_2samp on the bucket representatives). The p-value is exact (lattice
-  path count, values assumed continuous: ties only make it conservative) when n*m is small,
-  else the Kolmogorov limit with Stephens' small-sample correction.
+- KS on sketches: both empirical CDFs are exact at every bucket's upper edge, so D computed
+  there is the KS statistic of the samples with each value replaced by its bucket, which is
+  what scipy.stats.ks_2samp computes on the repeated bucket indexes. Up to KS_EXACT_MAX_N
+  calls a side that is what we call (scipy's own cut-over: its exact p-value, ties made
+  conservative); beyond, D from the CDFs and scipy's asymptotic branch,
+  kstwo.sf(D, round(n m / (n + m))), without materialising millions of values.
 - Effect sizes: Wasserstein-1 distance between the two distributions of log(1 + x) (the
   shift of a typical value in log units: 0.1 ~ 10% longer), Jensen-Shannon distance (base 2,
   0..1) between two mixes.
+- One-sided "got worse" tests for regressions: binomial upper tail, two proportions (pooled
+  z, Fisher's exact test when a cell is thin), Welch's t.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as scipy_stats
+from scipy.spatial.distance import jensenshannon
 
 from apps.rollups.sketch import bucket_values
 
-# Exact KS p-values while n*m is at most this (a few ms of numpy); the limit beyond.
-KS_EXACT_MAX_CELLS = 2_000_000
+# scipy.stats.ks_2samp computes the exact p-value while the larger sample has at most this
+# many values (its MAX_AUTO_N), the asymptotic one beyond; we follow the same cut-over.
+KS_EXACT_MAX_N = 10_000
+# Below this many expected events (or non-events) in a cell of a 2 x 2 table, the normal
+# approximation of the two-proportion test is poor and Fisher's exact test is used instead.
+MIN_EXPECTED = 5.0
 
 
 @dataclass(frozen=True)
-class TestOutcome:
+class Outcome:
+    """One test's result: its statistic, p-value and the name the evidence JSON records."""
+
     statistic: float
     p_value: float
+    name: str = ""
 
 
 Counts = Sequence[int] | np.ndarray
 Sketch = tuple[Counts, Counts]  # (bucket indexes, counts)
+
+
+def probability(value: float) -> float:
+    """A p-value as evidence can hold it: NaN (scipy's "undefined") reads 1, clipped to [0, 1]."""
+    value = float(value)
+    return 1.0 if math.isnan(value) else min(1.0, max(0.0, value))
+
+
+def finite(value: float) -> float:
+    """A statistic as evidence can hold it: NaN reads 0, +-inf the largest float."""
+    value = float(value)
+    return 0.0 if math.isnan(value) else float(np.clip(value, -np.finfo(float).max, np.finfo(float).max))
+
+
+# --------------------------------------------------------------------------- distributions
 
 
 def _as_arrays(indexes: Counts, counts: Counts) -> tuple[np.ndarray, np.ndarray]:
@@ -49,10 +78,7 @@ def _as_arrays(indexes: Counts, counts: Counts) -> tuple[np.ndarray, np.ndarray]
     return idx[keep], cnt[keep]
 
 
-def _aligned_cdfs(
-    a: Sketch,
-    b: Sketch,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+def _aligned_cdfs(a: Sketch, b: Sketch) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
     """(union of bucket indexes ascending, CDF of a, CDF of b at each, n_a, n_b)."""
     idx_a, cnt_a = _as_arrays(*a)
     idx_b, cnt_b = _as_arrays(*b)
@@ -68,97 +94,49 @@ def _aligned_cdfs(
     return union, cdf_a, cdf_b, n_a, n_b
 
 
-def ks_sketch(
-    a: Sketch,
-    b: Sketch,
-) -> TestOutcome:
+def ks_sketch(a: Sketch, b: Sketch) -> Outcome:
     """Two-sided two-sample KS test of two sketched distributions (indexes, counts).
 
-    An empty side gives D = 0, p = 1 (nothing to compare), never NaN."""
+    An empty side gives D = 0, p = 1 (nothing to compare)."""
     _union, cdf_a, cdf_b, n_a, n_b = _aligned_cdfs(a, b)
     if not n_a or not n_b:
-        return TestOutcome(0.0, 1.0)
+        return Outcome(0.0, 1.0, "ks")
+    whole = float(n_a).is_integer() and float(n_b).is_integer()
+    if whole and max(n_a, n_b) <= KS_EXACT_MAX_N:
+        idx_a, cnt_a = _as_arrays(*a)
+        idx_b, cnt_b = _as_arrays(*b)
+        with warnings.catch_warnings():
+            # ks_2samp warns when its exact computation falls back to the asymptotic one.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = scipy_stats.ks_2samp(
+                np.repeat(idx_a, cnt_a.astype(np.int64)), np.repeat(idx_b, cnt_b.astype(np.int64)), method="exact"
+            )
+        return Outcome(finite(result.statistic), probability(result.pvalue), "ks")
     d = float(np.max(np.abs(cdf_a - cdf_b)))
-    return TestOutcome(d, ks_2samp_pvalue(d, n_a, n_b))
+    return Outcome(d, ks_asymptotic_pvalue(d, n_a, n_b), "ks")
 
 
-def ks_2samp_pvalue(d: float, n_a: float, n_b: float) -> float:
-    """P(D >= d) for two independent samples of sizes n_a, n_b from one continuous law."""
+def ks_asymptotic_pvalue(d: float, n_a: float, n_b: float) -> float:
+    """ks_2samp's asymptotic two-sided p-value: the exact one-sample law of D at the
+    effective size round(n_a n_b / (n_a + n_b))."""
     if d <= 0 or n_a <= 0 or n_b <= 0:
         return 1.0
-    if d >= 1:
-        d = 1.0
-    if n_a * n_b <= KS_EXACT_MAX_CELLS and float(n_a).is_integer() and float(n_b).is_integer():
-        return _ks_exact(d, int(n_a), int(n_b))
-    return _ks_limit(d, n_a, n_b)
+    effective = max(1.0, float(np.round(n_a * n_b / (n_a + n_b))))
+    return probability(scipy_stats.kstwo.sf(min(d, 1.0), effective))
 
 
-def _ks_exact(d: float, n: int, m: int) -> float:
-    """Exact P(D >= d): the share of the C(n+m, n) monotone lattice paths from (0,0) to (n,m)
-    that leave the band |i/n - j/m| < d, all orderings of the pooled sample being equally
-    likely under the null. Rows are rescaled as they go (counts overflow floats past ~1000)."""
-    if n > m:
-        n, m = m, n
-    # D * n * m is an integer for a D that two samples of these sizes can produce; the band
-    # is |i*m - j*n| < h. Rounding absorbs the float error of d.
-    h = round(d * n * m)
-    if h <= 0:
-        return 1.0
-    j = np.arange(m + 1)
-    # Row 0: one path to each cell up to the first that leaves the band.
-    row = np.cumprod(np.abs(j * n) < h).astype(np.float64)
-    log_scale = 0.0
-    for i in range(1, n + 1):
-        # paths[i][j] = paths[i-1][j] + paths[i][j-1] inside the band, 0 outside. The band is
-        # one run of j per row and the cells before it are 0, so a row is the cumulative sum
-        # of the row below taken over the band.
-        inside = np.abs(i * m - j * n) < h
-        row = np.where(inside, np.cumsum(np.where(inside, row, 0.0)), 0.0)
-        peak = row.max()
-        if peak <= 0:
-            return 1.0
-        row /= peak
-        log_scale += math.log(peak)
-    if row[m] <= 0:
-        return 1.0
-    log_inside = math.log(row[m]) + log_scale
-    log_all = math.lgamma(n + m + 1) - math.lgamma(n + 1) - math.lgamma(m + 1)
-    return float(min(1.0, max(0.0, 1.0 - math.exp(log_inside - log_all))))
-
-
-def _ks_limit(d: float, n_a: float, n_b: float) -> float:
-    """The Kolmogorov limit of P(D >= d), with Stephens' correction of the scale for finite
-    samples (effective size n_a*n_b/(n_a+n_b))."""
-    en = n_a * n_b / (n_a + n_b)
-    root = math.sqrt(en)
-    lam = (root + 0.12 + 0.11 / root) * d
-    return kolmogorov_sf(lam)
-
-
-def kolmogorov_sf(lam: float) -> float:
-    """P(K > lam) for the Kolmogorov distribution; each series where it converges fast."""
-    if lam <= 0:
-        return 1.0
-    if lam < 1.0:
-        # P(K <= lam) = sqrt(2 pi) / lam * sum_k exp(-(2k-1)^2 pi^2 / (8 lam^2))
-        total = sum(math.exp(-((2 * k - 1) ** 2) * math.pi**2 / (8 * lam * lam)) for k in range(1, 8))
-        return float(min(1.0, max(0.0, 1.0 - math.sqrt(2 * math.pi) / lam * total)))
-    total = sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
-    return float(min(1.0, max(0.0, 2.0 * total)))
-
-
-def wasserstein_log(
-    a: Sketch,
-    b: Sketch,
-) -> float:
+def wasserstein_log(a: Sketch, b: Sketch) -> float:
     """W1 distance between the laws of log(1 + x) of two sketched distributions (0 when a
     side is empty). Values are bucket representatives (0.5% relative error: at most 0.005
     in log units)."""
-    union, cdf_a, cdf_b, n_a, n_b = _aligned_cdfs(a, b)
-    if not n_a or not n_b or union.size < 2:
+    idx_a, cnt_a = _as_arrays(*a)
+    idx_b, cnt_b = _as_arrays(*b)
+    if not cnt_a.size or not cnt_b.size:
         return 0.0
-    positions = np.log1p(bucket_values(union))
-    return float(np.sum(np.abs(cdf_a[:-1] - cdf_b[:-1]) * np.diff(positions)))
+    distance = scipy_stats.wasserstein_distance(
+        np.log1p(bucket_values(idx_a)), np.log1p(bucket_values(idx_b)), u_weights=cnt_a, v_weights=cnt_b
+    )
+    return finite(distance)
 
 
 def mean_log(indexes: Counts, counts: Counts) -> float | None:
@@ -166,7 +144,7 @@ def mean_log(indexes: Counts, counts: Counts) -> float | None:
     idx, cnt = _as_arrays(indexes, counts)
     if not cnt.sum():
         return None
-    return float(np.sum(np.log1p(bucket_values(idx)) * cnt) / cnt.sum())
+    return float(np.average(np.log1p(bucket_values(idx)), weights=cnt))
 
 
 def median(indexes: Counts, counts: Counts) -> float | None:
@@ -177,152 +155,25 @@ def median(indexes: Counts, counts: Counts) -> float | None:
         return None
     order = np.argsort(idx)
     idx, cnt = idx[order], cnt[order]
-    position = int(np.searchsorted(np.cumsum(cnt), total / 2.0))
-    return float(bucket_values(idx[min(position, idx.size - 1) : min(position, idx.size - 1) + 1])[0])
+    position = min(int(np.searchsorted(np.cumsum(cnt), total / 2.0)), idx.size - 1)
+    return float(bucket_values(idx[position : position + 1])[0])
 
 
-# --------------------------------------------------------------------------- categorical
-
-
-def _mix_arrays(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    keys = sorted(k for k in set(a) | set(b) if (a.get(k, 0) or 0) > 0 or (b.get(k, 0) or 0) > 0)
-    return (
-        keys,
-        np.array([float(a.get(k, 0) or 0) for k in keys]),
-        np.array([float(b.get(k, 0) or 0) for k in keys]),
-    )
-
-
-def chi2_mix(a: Mapping[str, float], b: Mapping[str, float]) -> TestOutcome:
-    """Pearson's chi-square test of homogeneity of two category mixes (a 2 x K table of
-    counts). Categories absent from both are dropped; fewer than two left, or an empty side,
-    gives statistic 0 and p = 1."""
-    keys, counts_a, counts_b = _mix_arrays(a, b)
-    n_a, n_b = counts_a.sum(), counts_b.sum()
-    if len(keys) < 2 or not n_a or not n_b:
-        return TestOutcome(0.0, 1.0)
-    table = np.vstack([counts_a, counts_b])
-    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
-    statistic = float(np.sum((table - expected) ** 2 / expected))
-    return TestOutcome(statistic, chi2_sf(statistic, len(keys) - 1))
-
-
-def js_distance(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    """Jensen-Shannon distance (base 2, 0 = same mix, 1 = disjoint) of two mixes; 0 when a
-    side is empty."""
-    _keys, counts_a, counts_b = _mix_arrays(a, b)
-    if not counts_a.sum() or not counts_b.sum():
-        return 0.0
-    p = counts_a / counts_a.sum()
-    q = counts_b / counts_b.sum()
-    m = (p + q) / 2
-
-    def kl(x: np.ndarray) -> float:
-        nonzero = x > 0
-        return float(np.sum(x[nonzero] * np.log2(x[nonzero] / m[nonzero])))
-
-    return float(math.sqrt(max(0.0, (kl(p) + kl(q)) / 2)))
-
-
-def shares(mix: Mapping[str, float]) -> dict[str, float]:
-    total = float(sum(v for v in mix.values() if v and v > 0))
-    if not total:
-        return {}
-    return {k: round(float(v) / total, 6) for k, v in sorted(mix.items(), key=lambda kv: (-kv[1], kv[0])) if v > 0}
-
-
-def two_proportion_increase(k_base: float, n_base: float, k_now: float, n_now: float) -> TestOutcome:
-    """One-sided pooled two-proportion z-test that the current rate k_now/n_now is above the
-    baseline's. z = 0, p = 1 when a side is empty or the pooled rate is 0 or 1."""
-    if n_base <= 0 or n_now <= 0:
-        return TestOutcome(0.0, 1.0)
-    pooled = (k_base + k_now) / (n_base + n_now)
-    if pooled <= 0 or pooled >= 1:
-        return TestOutcome(0.0, 1.0)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n_base + 1 / n_now))
-    z = (k_now / n_now - k_base / n_base) / se
-    return TestOutcome(float(z), normal_sf(z))
-
-
-def new_value_pvalue(n_baseline: float, share_now: float) -> float:
-    """The chance that a value taking `share_now` of calls goes unseen in `n_baseline`
-    independent baseline calls: (1 - share)^n. Small when the value is truly new."""
-    if n_baseline <= 0 or share_now <= 0:
-        return 1.0
-    if share_now >= 1:
-        return 0.0
-    return float(math.exp(n_baseline * math.log1p(-share_now)))
-
-
-# --------------------------------------------------------------------------- distributions
-
-
-def normal_sf(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2))
-
-
-def chi2_sf(x: float, dof: int) -> float:
-    """P(X > x) for X ~ chi-square(dof): the regularized upper incomplete gamma Q(dof/2, x/2)."""
-    if x <= 0:
-        return 1.0
-    return _gamma_q(dof / 2.0, x / 2.0)
-
-
-def _gamma_q(a: float, x: float) -> float:
-    """Regularized upper incomplete gamma function Q(a, x), a > 0, x > 0: the power series
-    of P below x < a + 1, Legendre's continued fraction (modified Lentz) above."""
-    log_prefix = a * math.log(x) - x - math.lgamma(a)
-    if x < a + 1:
-        term = total = 1.0 / a
-        denominator = a
-        for _ in range(10_000):
-            denominator += 1
-            term *= x / denominator
-            total += term
-            if abs(term) < abs(total) * 1e-15:
-                break
-        return float(min(1.0, max(0.0, 1.0 - total * math.exp(log_prefix))))
-    tiny = 1e-300
-    b = x + 1 - a
-    c = 1 / tiny
-    d = 1 / b
-    h = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1 / d
-        step = d * c
-        h *= step
-        if abs(step - 1) < 1e-15:
-            break
-    return float(min(1.0, max(0.0, math.exp(log_prefix) * h)))
-
-
-def common_histograms(
-    a: Sketch,
-    b: Sketch,
-    per_decade: int = 20,
-) -> tuple[list[list[float]], list[list[float]]]:
+def common_histograms(a: Sketch, b: Sketch, per_decade: int = 20) -> tuple[list[list[float]], list[list[float]]]:
     """Both distributions as [[x, share], ...] on one common x (log-wide buckets placed at their
     geometric middle, 0 for zeros), for overlay charts; every x of either side is on both."""
-    values: list[np.ndarray] = []
+    zero_slot = -(2**40)
+    slots_of: list[np.ndarray] = []
     weights: list[np.ndarray] = []
     for indexes, counts in (a, b):
         idx, cnt = _as_arrays(indexes, counts)
-        values.append(bucket_values(idx))
-        weights.append(cnt)
-    slots_of = []
-    for vals in values:
+        values = bucket_values(idx)
         with np.errstate(divide="ignore"):
-            slots = np.where(vals > 0, np.floor(np.log10(np.where(vals > 0, vals, 1.0)) * per_decade), -(2**40))
+            slots = np.where(values > 0, np.floor(np.log10(np.where(values > 0, values, 1.0)) * per_decade), zero_slot)
         slots_of.append(slots.astype(np.int64))
-    union = np.union1d(*slots_of) if all(s.size for s in slots_of) else np.concatenate(slots_of)
-    union = np.unique(union)
-    xs = np.where(union == -(2**40), 0.0, np.power(10.0, (union + 0.5) / per_decade))
+        weights.append(cnt)
+    union = np.unique(np.concatenate(slots_of))
+    xs = np.where(union == zero_slot, 0.0, np.power(10.0, (union + 0.5) / per_decade))
     out: list[list[list[float]]] = []
     for slots, cnt in zip(slots_of, weights, strict=True):
         mass = np.zeros(union.size)
@@ -332,3 +183,103 @@ def common_histograms(
         share = mass / total if total else mass
         out.append([[round(float(x), 4), round(float(s), 6)] for x, s in zip(xs, share, strict=True)])
     return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- categorical
+
+
+def _mix_arrays(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    keys = sorted(k for k in set(a) | set(b) if (a.get(k, 0) or 0) > 0 or (b.get(k, 0) or 0) > 0)
+    return (
+        keys,
+        np.array([max(0.0, float(a.get(k, 0) or 0)) for k in keys]),
+        np.array([max(0.0, float(b.get(k, 0) or 0)) for k in keys]),
+    )
+
+
+def chi2_mix(a: Mapping[str, float], b: Mapping[str, float]) -> Outcome:
+    """Pearson's chi-square test of homogeneity of two category mixes (a 2 x K table of
+    counts, no continuity correction). Categories absent from both are dropped; fewer than
+    two left, or an empty side, gives statistic 0 and p = 1."""
+    keys, counts_a, counts_b = _mix_arrays(a, b)
+    if len(keys) < 2 or not counts_a.sum() or not counts_b.sum():
+        return Outcome(0.0, 1.0, "chi2")
+    result = scipy_stats.chi2_contingency(np.vstack([counts_a, counts_b]), correction=False)
+    return Outcome(finite(result.statistic), probability(result.pvalue), "chi2")
+
+
+def js_distance(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Jensen-Shannon distance (base 2, 0 = same mix, 1 = disjoint) of two mixes; 0 when a
+    side is empty."""
+    _keys, counts_a, counts_b = _mix_arrays(a, b)
+    if not counts_a.sum() or not counts_b.sum():
+        return 0.0
+    return min(1.0, finite(jensenshannon(counts_a, counts_b, base=2)))
+
+
+def shares(mix: Mapping[str, float]) -> dict[str, float]:
+    total = float(sum(v for v in mix.values() if v and v > 0))
+    if not total:
+        return {}
+    return {k: round(float(v) / total, 6) for k, v in sorted(mix.items(), key=lambda kv: (-kv[1], kv[0])) if v > 0}
+
+
+def new_value_pvalue(n_baseline: float, share_now: float) -> float:
+    """The chance that a value taking `share_now` of calls goes unseen in `n_baseline`
+    independent baseline calls: (1 - share)^n. Small when the value is truly new."""
+    if n_baseline <= 0 or share_now <= 0:
+        return 1.0
+    if share_now >= 1:
+        return 0.0
+    return probability(math.exp(n_baseline * math.log1p(-share_now)))
+
+
+# --------------------------------------------------------------------------- one-sided tests
+
+
+def binomial_upper_tail(k: float, n: float, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p); stays a positive tiny number far in the tail (the
+    false-discovery control ranks by it)."""
+    if k <= 0:
+        return 1.0
+    if k > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    return probability(scipy_stats.binom.sf(k - 1, n, p))
+
+
+def rate_increase(*, events: float, calls: float, baseline_events: float, baseline_calls: float) -> Outcome:
+    """Is the current rate events/calls above the baseline's? One-sided.
+
+    The pooled two-proportion z test (name "two-proportion", statistic z), or Fisher's exact
+    test (name "fisher", statistic: the current events) when an expected cell is under
+    MIN_EXPECTED. An empty side, or a pooled rate of 0 or 1, gives p = 1."""
+    if calls <= 0 or baseline_calls <= 0:
+        return Outcome(0.0, 1.0, "two-proportion")
+    pooled = (events + baseline_events) / (calls + baseline_calls)
+    if pooled <= 0 or pooled >= 1:
+        return Outcome(0.0, 1.0, "two-proportion")
+    expected = min(calls, baseline_calls) * min(pooled, 1 - pooled)
+    if expected < MIN_EXPECTED:
+        table = [[int(events), int(calls - events)], [int(baseline_events), int(baseline_calls - baseline_events)]]
+        result = scipy_stats.fisher_exact(table, alternative="greater")
+        return Outcome(float(events), probability(result.pvalue), "fisher")
+    standard_error = math.sqrt(pooled * (1 - pooled) * (1 / calls + 1 / baseline_calls))
+    z = (events / calls - baseline_events / baseline_calls) / standard_error
+    return Outcome(finite(z), probability(scipy_stats.norm.sf(z)), "two-proportion")
+
+
+def welch_greater(current: Sequence[float], baseline: Sequence[float]) -> Outcome:
+    """Welch's t test, one-sided (current mean greater). Needs >= 2 values per side."""
+    if len(current) < 2 or len(baseline) < 2:
+        raise ValueError("Welch's test needs at least two values on each side")
+    now, before = np.asarray(current, np.float64), np.asarray(baseline, np.float64)
+    if not now.var() and not before.var():
+        # No spread on either side (scipy answers NaN): the means differ or they do not.
+        return Outcome(finite(math.inf), 0.0, "welch") if now.mean() > before.mean() else Outcome(0.0, 1.0, "welch")
+    with warnings.catch_warnings():
+        # Nearly constant samples: scipy warns of precision loss; the result is still usable.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = scipy_stats.ttest_ind(now, before, equal_var=False, alternative="greater")
+    return Outcome(finite(result.statistic), probability(result.pvalue), "welch")

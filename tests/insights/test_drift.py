@@ -17,6 +17,7 @@ from django.db import connection
 
 from apps.accounts.models import Project
 from apps.insights import drift
+from apps.insights.episodes import Candidate
 from apps.insights.models import Finding
 from tests.insights.simulated import NOW, load_history
 
@@ -34,13 +35,16 @@ def _drop(project_id: int) -> None:
 @pytest.fixture(scope="module")
 def history(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict[str, int]]:
     """Two projects: `ended`, a silent model change of support-chat that lasted one day and
-    ended two days ago; `lasting`, one that began five days ago and goes on."""
+    ended two days ago; `lasting`, one that began five days ago and goes on (loaded up to a
+    day ago: no test reads later)."""
     with django_db_blocker.unblock():
         ended = Project.objects.create(name="drift-ended")
         lasting = Project.objects.create(name="drift-lasting")
         try:
             load_history(ended.pk, days=10.2, incidents=["silent-model-change:support-chat@-3d..-2d"])
-            load_history(lasting.pk, days=13.2, incidents=["silent-model-change:support-chat@-5d"])
+            # Read up to NOW - 1 day at the latest (8 days before each detection moment).
+            load_history(lasting.pk, days=11.2, end=NOW - timedelta(days=1),
+                         incidents=["silent-model-change:support-chat@-4d"])  # fmt: skip
             yield {"ended": ended.pk, "lasting": lasting.pk}
         finally:
             _drop(ended.pk)
@@ -75,11 +79,46 @@ def test_silent_model_change_is_found_on_its_slice_with_its_first_moment(history
     assert [x for x, _ in evidence["baseline"]["histogram"]] == [x for x, _ in evidence["current"]["histogram"]]
     assert evidence["link"] == "/features/support-chat/?provider=openai&model=gpt-4o-mini&range=7d"
     assert tokens.started_at == fingerprint.started_at  # the new snapshot is the change point
+    # The hourly median over baseline + current (7 days + 20 h of hours with calls), for charts.
+    series = evidence["series"]
+    assert 150 <= len(series) <= 8 * 24 and series == sorted(series)
+    assert series[0][0] >= evidence["baseline"]["start"] and series[-1][0] < evidence["current"]["end"]
+    assert all(value is None or value > 0 for _, value in series)
+    mix_series = found["finish_reason_mix"].evidence["series"]
+    assert all(value is None or 0 <= value <= 1 for _, value in mix_series)
     mix = found["finish_reason_mix"].evidence
     assert mix["test"]["name"] == "chi2" and mix["current"]["mix"]["stop"] < mix["baseline"]["mix"]["stop"]
     # Other features' slices did not move.
     others = Finding.objects.filter(project_id=project_id, status="open").exclude(slice__feature="support-chat")
     assert not [f.title for f in others if "feature" in f.slice]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("metric", ["output_tokens", "finish_reason_mix"])
+def test_a_drift_without_a_new_value_is_dated_by_its_hourly_series(history: dict[str, int], metric: str) -> None:
+    # The same shift as if the provider had kept its fingerprint: the scan of the slice's
+    # hourly series against its baseline must find the start on its own.
+    project_id = history["lasting"]
+    began = NOW - timedelta(days=5)
+    drift.detect(project_id, began + timedelta(hours=20))
+    finding = open_findings(project_id, **FEATURE_SLICE)[metric]
+    windows = _windows(began + timedelta(hours=20))
+    sides = drift.read_slices(project_id, windows)
+    key = next(key for key in sides if drift.slice_of(key) == FEATURE_SLICE)
+    baseline = sides[key][0]
+    candidate = Candidate(finding.kind, metric, finding.slice, finding.severity, finding.title, 0.0,
+                          dict(finding.evidence, change_point=None, change_method=None))  # fmt: skip
+    drift.add_series(candidate, drift.read_hours(project_id, key, windows.baseline_start, windows.recent_end), baseline)
+    # ~10 calls an hour in this slice: every call's length moves (placed within two hours),
+    # but 'length' endings go from 2% to ~10%, under one extra call an hour (within six).
+    tolerance = timedelta(hours=2 if metric == "output_tokens" else 6)
+    assert candidate.started_at is not None and abs(candidate.started_at - began) <= tolerance
+    assert candidate.evidence["change_point"] == candidate.started_at.isoformat()
+    assert candidate.evidence["change_method"] == ("scan-normal" if metric == "output_tokens" else "scan-binomial")
+
+
+def _windows(end: datetime) -> drift.Windows:
+    return drift.Windows(end - timedelta(days=8), end - timedelta(days=1), end - timedelta(days=1), end)
 
 
 @pytest.mark.django_db
