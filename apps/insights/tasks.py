@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
 from celery import shared_task
 from django.db import OperationalError
@@ -14,7 +15,7 @@ from apps.accounts.models import Project
 log = logging.getLogger(__name__)
 
 
-def detect_all(now=None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def detect_all(now: datetime | None = None) -> dict[str, int]:
     """Run every detector family over every project at `now`; returns findings written per family."""
     from apps.insights import drift, regressions
 
