@@ -9,8 +9,9 @@ from typing import Any
 
 def post_worker_init(worker: Any) -> None:
     # The worker has loaded the WSGI application (Django set up, middleware loaded); import
-    # and compile the rest before it accepts its first request (observatory/warmup.py).
-    from observatory.warmup import warm_process
+    # and compile the rest, and start reading the dashboard's open hour, before it accepts its
+    # first request (observatory/warmup.py).
+    from observatory.warmup import warm_web_worker
 
-    took = warm_process()
+    took = warm_web_worker()
     worker.log.info("worker %s warmed in %.0f ms", worker.pid, took * 1000)

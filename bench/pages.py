@@ -213,14 +213,15 @@ def _cold_page(path: str, now_text: str) -> None:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from observatory.warmup import warm_process
+    from observatory.warmup import warm_web_worker
 
-    client = Client()
-    client.handler.load_middleware()  # as WSGIHandler() does when gunicorn loads the app
-    warm_process()  # gunicorn.conf.py: post_worker_init
-    print(f"start_ms={(time.perf_counter() - began) * 1000:.1f}")
-    client.force_login(get_user_model().objects.get(username="bench-lead"))
     with time_machine.travel(datetime.fromisoformat(now_text), tick=True):
+        client = Client()
+        client.handler.load_middleware()  # as WSGIHandler() does when gunicorn loads the app
+        if not os.environ.get("BENCH_NO_WARMUP"):
+            warm_web_worker()  # gunicorn.conf.py: post_worker_init
+        print(f"start_ms={(time.perf_counter() - began) * 1000:.1f}")
+        client.force_login(get_user_model().objects.get(username="bench-lead"))
         began = time.perf_counter()
         response = client.get(path)
         took = (time.perf_counter() - began) * 1000

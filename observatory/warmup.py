@@ -8,8 +8,10 @@ functions. Together that is most of a cold page's time, before any figure is rea
 from gunicorn's `post_worker_init` (gunicorn.conf.py) and Celery's `worker_process_init`
 (observatory/celery.py), it is paid before the process takes its first request or task.
 
-Nothing here reads or writes the database: a worker whose database is down still starts
-(and answers 503 where it must), and a forked process never inherits a connection.
+warm_process reads nothing from the database: a worker whose database is down still starts
+(and answers 503 where it must), and a forked process never inherits a connection. A web
+worker also starts rolling up the dashboard's current-hour piece (warm_web_worker), on a
+thread with its own connection, so its first pages do not read the open hour themselves.
 """
 
 from __future__ import annotations
@@ -61,6 +63,19 @@ def warm_process() -> float:
     took = time.perf_counter() - began
     log.info("process warmed in %.0f ms", took * 1000)
     return took
+
+
+def warm_web_worker() -> float:
+    """A web worker's start (gunicorn.conf.py): the current boundary's raw piece of the
+    dashboard starts filling in the background (apps/dashboard/page_reads.py: prefill, on its
+    own connection), then the Python warm-up runs beside it. Returns the warm-up's seconds."""
+    from apps.dashboard import page_reads
+
+    try:
+        page_reads.prefill()
+    except Exception:
+        log.exception("the dashboard's raw pieces were not prefilled; the first page reads them")
+    return warm_process()
 
 
 def project_templates() -> list[str]:
