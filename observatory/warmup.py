@@ -19,8 +19,11 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.template import TemplateDoesNotExist, TemplateSyntaxError
 from django.template.loader import get_template
@@ -51,6 +54,7 @@ def warm_process() -> float:
         reverse("overview")  # builds the reverse() tables every page's navigation uses
         for name in LAZY_MODULES:
             importlib.import_module(name)
+        _render_a_figure()
         for name in project_templates():
             try:
                 get_template(name)
@@ -63,6 +67,23 @@ def warm_process() -> float:
     took = time.perf_counter() - began
     log.info("process warmed in %.0f ms", took * 1000)
     return took
+
+
+def _render_a_figure() -> None:
+    """Plotly imports its JSON encoding (plotly.io.json and what it picks) on the first
+    figure drawn: a small one drawn here, as the pages draw theirs (apps/dashboard/charts.py:
+    figure dicts, unvalidated), with the kinds of values they carry."""
+    import plotly.io as pio
+
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    figure = {
+        "data": [
+            {"type": "scatter", "x": [moment], "y": [1.5], "mode": "lines+markers"},
+            {"type": "bar", "x": [moment], "y": [np.float64(2.0), Decimal("0.5"), None]},
+        ],
+        "layout": {"yaxis": {"title": {"text": "ms"}}},
+    }
+    pio.to_html(figure, full_html=False, include_plotlyjs=False, validate=False)
 
 
 def warm_web_worker() -> float:
