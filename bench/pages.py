@@ -17,7 +17,8 @@ templates, Plotly figures), in process, so the figure is server time without the
   pieces shared, no rolled-up current hour, no kept day parts; the database's own buffers
   stay warm, as on a serving machine). Printed as "cold"; the worker's start before it (paid
   before the worker takes requests) is printed on its own line. The project's modules are
-  byte-compiled first, as the image does.
+  byte-compiled first, as the image does. `BENCH_NO_WARMUP=1` starts the children without
+  the warm-up (what a worker's first request paid before it), for before/after runs.
 - cleared: then in this process, after clearing every process cache (page_reads' raw
   pieces, the kept days of apps/metrics/days.py, the price book, known partitions and keys),
   the page's first render: the data cost of a cold render without Python's own (imports,
