@@ -7,6 +7,10 @@ WORKDIR /app
 COPY requirements.lock .
 RUN pip install --no-cache-dir -r requirements.lock
 COPY . .
+# Bytecode for the application's modules, made once here: PYTHONDONTWRITEBYTECODE (and a
+# read-only /app) would otherwise have every new gunicorn or Celery process compile them all
+# from source again, a second or more of each worker's start (pip compiled site-packages).
+RUN python -m compileall -q apps collectors observatory
 # Settings refuse a weak SECRET_KEY in production, so the build uses a throwaway random one;
 # collectstatic reads no database.
 RUN SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \

@@ -70,7 +70,7 @@ def overview(start: datetime, end: datetime, shared: bool) -> dict[str, Any]:
     for dim, (this_period, previous_period) in by_cost.items():
         now = run_query(this_period, scope, shared=reads)
         before = {row[dim]: row["cost_usd"] for row in run_query(previous_period, scope, shared=reads).rows}
-        top = sorted(now.rows, key=lambda row: row["cost_usd"], reverse=True)[:10]
+        top = sorted(now.rows, key=lambda row: row["cost_usd"] or 0, reverse=True)[:10]
         result["tops"][dim] = [
             {
                 dim: row[dim],

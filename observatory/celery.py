@@ -11,12 +11,23 @@ from datetime import timedelta
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "observatory.settings")
 
 app = Celery("observatory")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def _warm_pool_process(**_: object) -> None:
+    # Each pool process imports and compiles what tasks reach lazily (the query layer's
+    # rollup SQL, e-mail templates, reverse()) before its first task (observatory/warmup.py).
+    from observatory.warmup import warm_process
+
+    warm_process()
+
 
 ROLLUP_SWEEP_EVERY = timedelta(seconds=15)
 SCRAPE_SWEEP_EVERY = timedelta(seconds=5)

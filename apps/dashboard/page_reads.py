@@ -109,6 +109,41 @@ def _refresh(boundary: datetime) -> None:
         connection.close()  # this thread's own connection
 
 
+def prefill() -> threading.Thread | None:
+    """Make the generation of the current boundary and roll its current-hour piece up in the
+    background: called when a web worker starts (gunicorn.conf.py, post_worker_init), so its
+    first pages find the piece filled, or being filled, instead of reading the open hour from
+    raw spans themselves. A request that comes before the fill is done waits for it on the
+    generation's lock (it would have read the same piece). None when a generation that
+    recent is there already or background reads are off."""
+    global _generation
+    if not settings.DASHBOARD_BACKGROUND_REFRESH:
+        return None
+    boundary = freshness_boundary(timezone.now())
+    with _process_lock:
+        if _generation is not None and _generation.as_of >= boundary:
+            return None
+        generation = _Generation(boundary, _LockedReads())
+        _generation = generation
+    thread = threading.Thread(target=_fill, args=(generation,), name="page-reads-refresh", daemon=True)
+    thread.start()
+    return thread
+
+
+def _fill(generation: _Generation) -> None:
+    try:
+        project_ids = filtered_project_ids(QueryFilters())
+        start = floor_hour(generation.as_of)
+        if project_ids and start < generation.as_of:
+            with reads.snapshot():
+                generation.reads.rows(RawPiece(project_ids, start, generation.as_of, "edge"), 0)
+    except Exception:
+        # A page that finds the piece missing reads it itself (SharedReads fills on demand).
+        log.exception("filling the dashboard's raw pieces as of %s at start failed", generation.as_of)
+    finally:
+        connection.close()  # this thread's own connection
+
+
 def page_reads(view: View) -> View:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

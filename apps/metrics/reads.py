@@ -173,7 +173,9 @@ class SharedReads:
         by_grouping = self.pieces.setdefault((piece.project_ids, piece.start, piece.end), {})
         if grouping not in by_grouping:
             wanted = (grouping,) if by_grouping else tuple(dict.fromkeys((*self.grouping_sets, grouping)))
-            by_grouping.update({each: [] for each in wanted})
+            read: dict[int, list[dict[str, Any]]] = {each: [] for each in wanted}
             for row in raw_rows(piece, wanted):
-                by_grouping[row["grouping"]].append(row)
+                read[row["grouping"]].append(row)
+            # Only once read: a read that failed leaves the piece to be read again, never empty.
+            by_grouping.update(read)
         return by_grouping[grouping]

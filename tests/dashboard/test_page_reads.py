@@ -60,3 +60,33 @@ def test_without_background_refresh_every_boundary_is_rolled_up_by_the_request(
         traveller.shift(timedelta(seconds=10))
         _ingest(client, ingest_key, count=3)
         assert _requests_card(client) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_starting_worker_prefills_the_current_boundary_for_its_first_pages(
+    client: Client, ingest_key: str, owner: Any, settings: Any
+) -> None:
+    settings.DASHBOARD_BACKGROUND_REFRESH = True
+    client.force_login(owner)
+    with time_machine.travel(NOW, tick=False) as traveller:
+        _ingest(client, ingest_key, count=2)
+        filling = page_reads.prefill()  # gunicorn.conf.py: post_worker_init
+        assert filling is not None
+        filling.join(30)
+        assert page_reads.prefill() is None  # this boundary's generation is there already
+        # Spans that came after the fill are not in this boundary's figures: the first page
+        # read the prefilled piece, not the open hour itself.
+        _ingest(client, ingest_key, count=3)
+        assert _requests_card(client) == 2
+
+        traveller.shift(timedelta(seconds=10))
+        assert _requests_card(client) == 2  # as of the prefilled boundary; a refresh started
+        page_reads.wait_for_refresh()
+        assert _requests_card(client) == 5
+    page_reads.wait_for_refresh()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_background_reads_a_worker_prefills_nothing(settings: Any) -> None:
+    settings.DASHBOARD_BACKGROUND_REFRESH = False
+    assert page_reads.prefill() is None
