@@ -24,9 +24,10 @@ import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
+from apps.gpu.copy_dumpers import use_point_dumpers
 from apps.gpu.partitions import METRIC_POINTS
 from collectors.counters import fill_interval
-from collectors.metric_records import GAUGE, SUM, MetricPoint
+from collectors.metric_records import GAUGE, SUM, TEMPORALITY_CUMULATIVE, MetricPoint
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -84,11 +85,12 @@ def datetime_to_ns(moment: datetime) -> int:
 
 
 def _row(project_id: int, p: MetricPoint) -> tuple[Any, ...]:
+    # Times stay unix nanoseconds: copy_dumpers turns them into timestamptz.
     return (
         project_id,
         p.series_id,
-        ns_to_datetime(p.time_ns),
-        ns_to_datetime(p.start_ns) if p.start_ns else None,
+        p.time_ns,
+        p.start_ns or None,
         p.value,
         p.increase,
         p.count,
@@ -108,17 +110,6 @@ def _row(project_id: int, p: MetricPoint) -> tuple[Any, ...]:
         p.interval_buckets,
         p.interval_zero_count,
         p.interval_negative,
-    )
-
-
-def _number_row(project_id: int, p: MetricPoint) -> tuple[Any, ...]:
-    return (
-        project_id,
-        p.series_id,
-        ns_to_datetime(p.time_ns),
-        ns_to_datetime(p.start_ns) if p.start_ns else None,
-        p.value,
-        p.increase,
     )
 
 
@@ -254,7 +245,9 @@ def _intervals(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> list
     """Fill the intervals of the batch's points; returns stored points whose interval changed."""
     by_series: dict[int, list[MetricPoint]] = defaultdict(list)
     for p in points:
-        if p.is_cumulative:
+        if p.kind == GAUGE:
+            continue  # no interval
+        if p.temporality == TEMPORALITY_CUMULATIVE:
             by_series[p.series_id].append(p)
         else:
             fill_interval(None, p)
@@ -275,8 +268,10 @@ def _intervals(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> list
     changed: list[MetricPoint] = []
     for series_id, new_points in by_series.items():
         records = stored.get(series_id, [])
-        if not records:
-            previous = None
+        previous = None
+        if len(records) == 1 and datetime_to_ns(records[0]["time"]) < new_points[0].time_ns:
+            previous = _as_point(new_points[0], records[0])  # the usual case: only the baseline
+        if previous is not None or not records:
             for p in new_points:
                 fill_interval(previous, p)
                 previous = p
@@ -311,8 +306,50 @@ def _rewrite_intervals(cur: Any, project_id: int, changed: Sequence[MetricPoint]
         )  # fmt: skip
 
 
+_DAY_NS = 86_400 * 10**9
+
+
 def point_days(points: Sequence[MetricPoint]) -> set[date]:
-    return {ns_to_datetime(p.time_ns).date() for p in points}
+    return {EPOCH.date() + timedelta(days=day) for day in {p.time_ns // _DAY_NS for p in points}}
+
+
+def _copy_points(cur: Any, table: str, project_id: int, points: Sequence[MetricPoint]) -> None:
+    """COPY the points into `table` (the points table itself, or the temporary one)."""
+    numbers = [p for p in points if p.kind in (GAUGE, SUM)]
+    if len(numbers) < len(points):
+        histograms = [p for p in points if p.kind not in (GAUGE, SUM)]
+        with cur.copy(f"COPY {table} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_TYPES)
+            for p in histograms:
+                copy.write_row(_row(project_id, p))
+    if numbers:
+        with cur.copy(f"COPY {table} ({_NUMBER_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_NUMBER_TYPES)
+            write_row = copy.write_row
+            for p in numbers:
+                write_row((project_id, p.series_id, p.time_ns, p.start_ns or None, p.value, p.increase))
+
+
+def _insert_new_points(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> int:
+    """The path for a batch holding points already stored (a retry, a re-sent batch): COPY
+    into a session-lifetime temp table (emptied at each commit: no DDL per batch), then one
+    INSERT ... ON CONFLICT DO NOTHING. Returns how many were new."""
+    cur.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS metric_point_incoming "
+        "(LIKE gpu_metric_point INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    _copy_points(cur, "metric_point_incoming", project_id, points)
+    cur.execute(
+        f"""
+        WITH inserted AS (
+            INSERT INTO gpu_metric_point ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM metric_point_incoming
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) FROM inserted
+        """
+    )
+    return int(cur.fetchone()[0])
 
 
 def insert_points(project_id: int, points: Sequence[MetricPoint]) -> int:
@@ -321,40 +358,30 @@ def insert_points(project_id: int, points: Sequence[MetricPoint]) -> int:
         return 0
     _truncate_to_storage(points)
     METRIC_POINTS.ensure(point_days(points))
-    with transaction.atomic(), connection.cursor() as cur, ExitStack() as stack:
+    # psycopg errors raised on the raw cursors become Django's (OperationalError: the
+    # receivers answer 503; DataError: 400), as they would on a Django cursor.
+    with transaction.atomic(), connection.wrap_database_errors, ExitStack() as stack:
         # Django's cursors bind parameters client-side (quoting every array element into the
         # SQL text); the array-heavy statements go through a server-binding psycopg cursor
         # on the same connection and transaction instead.
         raw = stack.enter_context(psycopg.Cursor(connection.connection))
         _upsert_series(raw, project_id, points)
         changed = _intervals(raw, project_id, points)
-        # A session-lifetime temp table, emptied at each commit: no DDL per batch.
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS metric_point_incoming "
-            "(LIKE gpu_metric_point INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        numbers = [p for p in points if p.kind in (GAUGE, SUM)]
-        histograms = [p for p in points if p.kind not in (GAUGE, SUM)]
-        if numbers:
-            with cur.copy(f"COPY metric_point_incoming ({_NUMBER_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(_NUMBER_TYPES)
-                for p in numbers:
-                    copy.write_row(_number_row(project_id, p))
-        if histograms:
-            with cur.copy(f"COPY metric_point_incoming ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(_TYPES)
-                for p in histograms:
-                    copy.write_row(_row(project_id, p))
-        cur.execute(
-            f"""
-            WITH inserted AS (
-                INSERT INTO gpu_metric_point ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM metric_point_incoming
-                ON CONFLICT DO NOTHING
-                RETURNING 1
-            )
-            SELECT count(*) FROM inserted
-            """
-        )
-        inserted = int(cur.fetchone()[0])
+        # COPY's own cursor: its by-type dumpers (times as nanoseconds) must not meet the
+        # other statements' parameters.
+        copier = stack.enter_context(psycopg.Cursor(connection.connection))
+        use_point_dumpers(copier.adapters)
+        try:
+            # Nearly every batch is all new points: COPY them straight into the table, in a
+            # savepoint. The primary key still decides: a batch with a point already stored
+            # (an exporter's retry, whose original committed first or is waited for) fails
+            # here whole, and takes the ON CONFLICT DO NOTHING path below. Measured: COPY
+            # into the table costs PostgreSQL about a third less CPU than COPY into a temp
+            # table plus INSERT ... ON CONFLICT (docs/gpu.md, "Ingest speed").
+            with transaction.atomic():
+                _copy_points(copier, "gpu_metric_point", project_id, points)
+            inserted = len(points)
+        except psycopg.errors.UniqueViolation:
+            inserted = _insert_new_points(copier, project_id, points)
         _rewrite_intervals(raw, project_id, changed)
         return inserted
