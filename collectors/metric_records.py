@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from collectors.capping import cap_attributes
+
 # Point kinds (the OTLP Metric data oneof, by its field name).
 GAUGE = "gauge"
 SUM = "sum"
@@ -104,3 +106,55 @@ def series_hash(name: str, resource: dict[str, Any] | bytes, attributes: dict[st
     narrow; a collision needs ~4 billion series in one project to become likely.
     """
     return series_hash_from(series_prefix(name, resource), attributes)
+
+
+class SeriesIdentities:
+    """Series ids and stored attributes of the point attributes seen before, per process.
+
+    Every export of a fleet repeats the same series, so the capping, sorted JSON and hash of
+    a point's attributes are done once per series rather than once per point. The key is the
+    decoded attributes' JSON as they came (order kept: another order is another entry, never
+    a wrong id); it tells 1 from 1.0 from true, which dict equality would not. orjson writes
+    NaN and infinities alike as null, so attributes holding a null are never cached.
+
+    Entries are pure functions of their key: threads that race on one compute the same value,
+    and a miss only costs the slow path. The cache starts over when full.
+    """
+
+    def __init__(self, max_value_chars: int, max_total_chars: int, max_entries: int = 100_000) -> None:
+        self.max_value_chars = max_value_chars
+        self.max_total_chars = max_total_chars
+        self.max_entries = max_entries
+        self._ids: dict[tuple[bytes, bytes], tuple[int, dict[str, Any]]] = {}
+
+    def identify(self, prefix: bytes, attributes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The series id under `prefix` (series_prefix) and the attributes as stored (capped)."""
+        try:
+            key = (prefix, orjson.dumps(attributes))
+        except TypeError:  # nothing the decoders make, but never a reason to fail a point
+            return self._compute(prefix, attributes)
+        found = self._ids.get(key)
+        if found is not None:
+            return found
+        found = self._compute(prefix, attributes)
+        if b"null" not in key[1]:
+            if len(self._ids) >= self.max_entries:
+                self._ids.clear()
+            self._ids[key] = found
+        return found
+
+    def _compute(self, prefix: bytes, attributes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        capped = cap_attributes(attributes, self.max_value_chars, self.max_total_chars)
+        return series_hash_from(prefix, capped), capped
+
+
+_identities: dict[tuple[int, int], SeriesIdentities] = {}
+
+
+def series_identities(max_value_chars: int, max_total_chars: int) -> SeriesIdentities:
+    """This process's cache for one pair of attribute limits (settings rarely change; tests do)."""
+    limits = (max_value_chars, max_total_chars)
+    cache = _identities.get(limits)
+    if cache is None:
+        cache = _identities.setdefault(limits, SeriesIdentities(max_value_chars, max_total_chars))
+    return cache
