@@ -24,8 +24,8 @@ import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
-from apps.gpu.copy_dumpers import use_point_dumpers
 from apps.gpu.partitions import METRIC_POINTS
+from apps.gpu.pg_binary import Int8Array, NanosecondsArray, number_rows, use_binary_dumpers
 from collectors.counters import fill_interval
 from collectors.metric_records import GAUGE, SUM, TEMPORALITY_CUMULATIVE, MetricPoint
 
@@ -63,7 +63,6 @@ _TYPES = [pg_type for _, pg_type in COLUMNS]
 # per-row encoding work of a full row; the rest default to NULL.
 _NUMBER_COLUMNS = COLUMNS[:6]
 _NUMBER_COLUMN_LIST = ", ".join(name for name, _ in _NUMBER_COLUMNS)
-_NUMBER_TYPES = [pg_type for _, pg_type in _NUMBER_COLUMNS]
 _INTERVAL_FIELDS = ("increase", "interval_count", "interval_sum", "interval_buckets", "interval_zero_count",
                     "interval_negative")  # fmt: skip
 
@@ -190,8 +189,8 @@ def _stored_neighbours(cur: Any, project_id: int, first_times: dict[int, int]) -
         ORDER BY found.series_id, found.time
         """,
         [
-            series_ids,
-            [ns_to_datetime(first_times[s]) for s in series_ids],
+            Int8Array(series_ids),
+            NanosecondsArray([first_times[s] for s in series_ids]),
             project_id,
             timedelta(days=settings.METRIC_BASELINE_LOOKBACK_DAYS),
             project_id,
@@ -260,7 +259,7 @@ def _intervals(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> list
     cur.execute(
         "SELECT count(pg_advisory_xact_lock((s >> 32)::int4, (s & 4294967295)::bigint::bit(32)::int4)) "
         "FROM unnest(%b::bigint[]) AS s",
-        [sorted(by_series)],
+        [Int8Array(sorted(by_series))],
     )
     for series_points in by_series.values():
         series_points.sort(key=lambda p: p.time_ns)
@@ -324,10 +323,7 @@ def _copy_points(cur: Any, table: str, project_id: int, points: Sequence[MetricP
                 copy.write_row(_row(project_id, p))
     if numbers:
         with cur.copy(f"COPY {table} ({_NUMBER_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(_NUMBER_TYPES)
-            write_row = copy.write_row
-            for p in numbers:
-                write_row((project_id, p.series_id, p.time_ns, p.start_ns or None, p.value, p.increase))
+            copy.write(number_rows(project_id, numbers))
 
 
 def _insert_new_points(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> int:
@@ -365,12 +361,9 @@ def insert_points(project_id: int, points: Sequence[MetricPoint]) -> int:
         # SQL text); the array-heavy statements go through a server-binding psycopg cursor
         # on the same connection and transaction instead.
         raw = stack.enter_context(psycopg.Cursor(connection.connection))
+        use_binary_dumpers(raw.adapters)
         _upsert_series(raw, project_id, points)
         changed = _intervals(raw, project_id, points)
-        # COPY's own cursor: its by-type dumpers (times as nanoseconds) must not meet the
-        # other statements' parameters.
-        copier = stack.enter_context(psycopg.Cursor(connection.connection))
-        use_point_dumpers(copier.adapters)
         try:
             # Nearly every batch is all new points: COPY them straight into the table, in a
             # savepoint. The primary key still decides: a batch with a point already stored
@@ -379,9 +372,9 @@ def insert_points(project_id: int, points: Sequence[MetricPoint]) -> int:
             # into the table costs PostgreSQL about a third less CPU than COPY into a temp
             # table plus INSERT ... ON CONFLICT (docs/gpu.md, "Ingest speed").
             with transaction.atomic():
-                _copy_points(copier, "gpu_metric_point", project_id, points)
+                _copy_points(raw, "gpu_metric_point", project_id, points)
             inserted = len(points)
         except psycopg.errors.UniqueViolation:
-            inserted = _insert_new_points(copier, project_id, points)
+            inserted = _insert_new_points(raw, project_id, points)
         _rewrite_intervals(raw, project_id, changed)
         return inserted
