@@ -127,21 +127,37 @@ def _upsert_series(cur: Any, project_id: int, points: Sequence[MetricPoint]) -> 
             firsts.setdefault(p.series_id, p)
     if not firsts:
         return
+    # A series this process has not met is usually stored already (another worker met it, or
+    # this one before a restart): one probe of the primary key for all of them, and only the
+    # rest are written, their JSON made. A row found is committed (ours are not written yet),
+    # so it is remembered at once.
+    cur.execute(
+        "SELECT series_id FROM gpu_metric_series WHERE project_id = %b AND series_id = ANY(%b::bigint[])",
+        [project_id, Int8Array(firsts)],
+        binary=True,
+    )
+    for (series_id,) in cur.fetchall():
+        del firsts[series_id]
+        _known_series.add((project_id, series_id))
+    if not firsts:
+        return
     ordered = [firsts[series_id] for series_id in sorted(firsts)]  # one lock order for every batch
+    # Binary parameters: psycopg quotes each element of a text-format text[] with a regex, which
+    # made this statement cost more than the rest of a batch of new series.
     cur.execute(
         """
         INSERT INTO gpu_metric_series
             (project_id, series_id, name, kind, unit, temporality, monotonic, description, resource, attributes)
-        SELECT %s, s.id, s.name, s.kind, s.unit, s.temporality, s.monotonic, s.description,
+        SELECT %b, s.id, s.name, s.kind, s.unit, s.temporality, s.monotonic, s.description,
                s.resource::jsonb, s.attributes::jsonb
-        FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::smallint[], %s::boolean[], %s::text[],
-                    %s::text[], %s::text[])
+        FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::smallint[], %b::boolean[], %b::text[],
+                    %b::text[], %b::text[])
              AS s(id, name, kind, unit, temporality, monotonic, description, resource, attributes)
         ON CONFLICT DO NOTHING
         """,
         [
             project_id,
-            [p.series_id for p in ordered],
+            Int8Array(p.series_id for p in ordered),
             [p.name for p in ordered],
             [p.kind for p in ordered],
             [p.unit for p in ordered],
