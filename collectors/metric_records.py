@@ -111,11 +111,12 @@ def series_hash(name: str, resource: dict[str, Any] | bytes, attributes: dict[st
 class SeriesIdentities:
     """Series ids and stored attributes of the point attributes seen before, per process.
 
-    Every export of a fleet repeats the same series, so the capping, sorted JSON and hash of
-    a point's attributes are done once per series rather than once per point. The key is the
-    decoded attributes' JSON as they came (order kept: another order is another entry, never
-    a wrong id); it tells 1 from 1.0 from true, which dict equality would not. orjson writes
-    NaN and infinities alike as null, so attributes holding a null are never cached.
+    Every export of a fleet repeats the same series, so decoding, capping, sorted JSON and
+    hashing a point's attributes are done once per series rather than once per point. The
+    key is the metric's series prefix and the attributes exactly as they came on the wire
+    (the decoder uses each KeyValue's serialised bytes): the same bytes always decode to the
+    same attributes, so a hit can never be another series' id; differently encoded equal
+    attributes are only separate entries with the same value.
 
     Entries are pure functions of their key: threads that race on one compute the same value,
     and a miss only costs the slow path. The cache starts over when full.
@@ -127,25 +128,18 @@ class SeriesIdentities:
         self.max_entries = max_entries
         self._ids: dict[tuple[bytes, bytes], tuple[int, dict[str, Any]]] = {}
 
-    def identify(self, prefix: bytes, attributes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """The series id under `prefix` (series_prefix) and the attributes as stored (capped)."""
-        try:
-            key = (prefix, orjson.dumps(attributes))
-        except TypeError:  # nothing the decoders make, but never a reason to fail a point
-            return self._compute(prefix, attributes)
-        found = self._ids.get(key)
-        if found is not None:
-            return found
-        found = self._compute(prefix, attributes)
-        if b"null" not in key[1]:
-            if len(self._ids) >= self.max_entries:
-                self._ids.clear()
-            self._ids[key] = found
-        return found
+    def get(self, prefix: bytes, wire_key: bytes) -> tuple[int, dict[str, Any]] | None:
+        return self._ids.get((prefix, wire_key))
 
-    def _compute(self, prefix: bytes, attributes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def add(self, prefix: bytes, wire_key: bytes, attributes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The series id under `prefix` (series_prefix) of the decoded `attributes`, and the
+        attributes as stored (capped); remembered under `wire_key`."""
         capped = cap_attributes(attributes, self.max_value_chars, self.max_total_chars)
-        return series_hash_from(prefix, capped), capped
+        found = (series_hash_from(prefix, capped), capped)
+        if len(self._ids) >= self.max_entries:
+            self._ids.clear()
+        self._ids[(prefix, wire_key)] = found
+        return found
 
 
 _identities: dict[tuple[int, int], SeriesIdentities] = {}

@@ -173,7 +173,17 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
                     except PointRejected as exc:
                         rejections.append(f"{where} point {pi}: {exc}")
                         continue
-                    series_id, attributes = identities.identify(prefix, _pb_attributes(data_point.attributes))
+                    wire_attributes = data_point.attributes
+                    # One KeyValue is the usual point: its bytes are the key without a join.
+                    wire_key = (
+                        wire_attributes[0].SerializeToString()
+                        if len(wire_attributes) == 1
+                        else b"".join([kv.SerializeToString() for kv in wire_attributes])
+                    )
+                    found = identities.get(prefix, wire_key)
+                    if found is None:
+                        found = identities.add(prefix, wire_key, _pb_attributes(wire_attributes))
+                    series_id, attributes = found
                     point = MetricPoint(
                         name, kind, unit, resource, attributes, time_ns, start_ns, point_temporality,
                         point_monotonic, scope_name, description,

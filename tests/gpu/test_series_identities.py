@@ -1,5 +1,6 @@
 """The decoder's per-process cache of series identities gives every point the id and stored
-attributes the uncached computation gives, for values dict equality would confuse."""
+attributes the uncached computation gives, for values Python equality would confuse
+(1 == 1.0 == True) and ones JSON would (NaN and the infinities are all null)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,7 @@ def test_lookalike_values_are_distinct_series_however_often_they_repeat() -> Non
         assert len(set(ids)) == len(LOOKALIKES)
 
 
-def test_non_finite_values_are_not_cached_under_one_key() -> None:
-    # orjson writes NaN and both infinities as null: one cache key would give them one id.
+def test_non_finite_values_stay_distinct_series() -> None:
     for _ in range(2):
         seen = {value: _decoded({"reading": value}) for value in (math.nan, math.inf, -math.inf)}
         assert len({series_id for series_id, _ in seen.values()}) == 3
@@ -42,9 +42,9 @@ def test_non_finite_values_are_not_cached_under_one_key() -> None:
 def test_attributes_are_capped_the_same_from_the_cache() -> None:
     cache = SeriesIdentities(max_value_chars=8, max_total_chars=64)
     prefix = b"m\0{}\0"
-    first = cache.identify(prefix, {"long": "x" * 100})
-    again = cache.identify(prefix, {"long": "x" * 100})
-    assert again == first
+    first = cache.add(prefix, b"wire", {"long": "x" * 100})
+    assert cache.get(prefix, b"wire") == first
+    assert cache.get(b"other\0{}\0", b"wire") is None
     assert first[1]["long"] == "x" * 8
 
 
@@ -58,6 +58,14 @@ def test_another_limit_pair_gets_its_own_cache() -> None:
 def test_a_full_cache_starts_over() -> None:
     cache = SeriesIdentities(max_value_chars=1024, max_total_chars=16384, max_entries=2)
     prefix = b"m\0{}\0"
-    results = [cache.identify(prefix, {"i": index}) for index in range(5)]
+    results = [cache.add(prefix, bytes([index]), {"i": index}) for index in range(5)]
     assert len(cache._ids) <= 2
-    assert [cache.identify(prefix, {"i": index}) for index in range(5)] == results
+    assert cache.get(prefix, bytes([4])) == results[4]
+    assert cache.get(prefix, bytes([0])) is None
+
+
+def test_the_series_a_decoded_point_gets_is_the_hash_of_its_attributes_with_or_without_the_cache() -> None:
+    attributes = {"gpu.index": 3, "hw.id": "GPU-3", "ratio": 0.25, "on": False}
+    first = _decoded(attributes)
+    assert first == _decoded(attributes)  # the second from the cache
+    assert first[0] == series_hash("hw.gpu.utilization", RESOURCE, attributes)
