@@ -14,7 +14,7 @@ from tests.gpu.helpers import gauge, now_ns, request_of
 LIMITS = PointLimits(now_ns=time.time_ns(), max_future_ns=60 * 10**9, oldest_ns=0)
 RESOURCE = {"service.name": "support-api", "host.name": "node-1"}
 # Equal (and equal-hashing) as Python values, distinct series as sent: 1 == 1.0 == True.
-LOOKALIKES = [{"gpu.index": 1}, {"gpu.index": 1.0}, {"gpu.index": True}, {"gpu.index": "1"}]
+LOOKALIKES: list[dict[str, object]] = [{"gpu.index": 1}, {"gpu.index": 1.0}, {"gpu.index": True}, {"gpu.index": "1"}]
 
 
 def _decoded(attributes: dict[str, object]) -> tuple[int, dict[str, object]]:
