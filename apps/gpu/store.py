@@ -3,8 +3,10 @@
 A batch is one transaction: the series it names are inserted if new; the cumulative ones are
 locked (so two batches of one series never compute increases from the same baseline), their
 baselines read, every cumulative point given its interval (collectors.counters), then the
-points COPYed into a temporary table and moved with one INSERT ... ON CONFLICT DO NOTHING,
-so an exporter's retry is a no-op. The caller acknowledges only after this returns.
+points COPYed straight into the table in a savepoint. A batch with a point already stored
+fails that COPY on the primary key and goes through a temporary table and one INSERT ...
+ON CONFLICT DO NOTHING instead, so an exporter's retry is a no-op. The caller acknowledges
+only after this returns.
 
 Points normally arrive in order: the baseline is the series' latest stored point before the
 batch. A point that arrives after a later one of its series (a late or re-sent batch) also
