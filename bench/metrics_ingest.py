@@ -102,6 +102,30 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_pids(server_pid: int, conn: psycopg.Connection[Any]) -> dict[str, list[int]]:
+    """The receiver's worker processes and the PostgreSQL backends serving the bench database."""
+    workers = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == server_pid:
+                workers.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    backends = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchall()
+    return {"receiver": [server_pid, *workers], "postgres": [int(row[0]) for row in backends]}
+
+
 def _post(conn: http.client.HTTPConnection, key: str, body: bytes) -> tuple[int, bytes]:
     conn.request("POST", "/v1/metrics", body=body,
                  headers={"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {key}"})  # fmt: skip
@@ -179,6 +203,10 @@ def main() -> None:
                     failures.append(f"{status} {text[:200]!r}")
             conn.close()
 
+        # CPU used by the server side (receiver workers and their PostgreSQL backends) in the
+        # timed window: on a machine others load too, CPU per point is the steadier figure.
+        with psycopg.connect(bench_url) as conn:
+            before = {pid: _cpu_seconds(pid) for pids in _server_pids(server.pid, conn).values() for pid in pids}
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         started = time.perf_counter()
         for thread in threads:
@@ -186,6 +214,11 @@ def main() -> None:
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        with psycopg.connect(bench_url) as conn:
+            server_cpu = {
+                part: sum(_cpu_seconds(pid) - before.get(pid, 0.0) for pid in pids)
+                for part, pids in _server_pids(server.pid, conn).items()
+            }
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -206,6 +239,11 @@ def main() -> None:
           f"{args.histograms:.0%} cumulative histograms; "
           f"{args.exporters} exporters x {args.series} series")  # fmt: skip
     print(f"sent {total_points} points in {len(timed)} batches from {args.clients} clients in {elapsed:.2f} s")
+    cpu_per_point = sum(server_cpu.values()) / total_points
+    receiver_us, postgres_us = (server_cpu[part] / total_points * 1e6 for part in ("receiver", "postgres"))
+    print(f"server cpu per point: {cpu_per_point * 1e6:.1f} us (receiver {receiver_us:.1f}, postgres "
+          f"{postgres_us:.1f}): all {os.cpu_count()} cores would carry {(os.cpu_count() or 1) / cpu_per_point:.0f} "
+          "points/s")  # fmt: skip
     print(f"stored {stored} points (expected {total_points}); cumulative sums with a wrong increase: {wrong}")
     if stored != total_points or wrong:
         print("ERROR: stored points differ from those sent")

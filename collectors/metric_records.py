@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from collectors.capping import cap_attributes
+
 # Point kinds (the OTLP Metric data oneof, by its field name).
 GAUGE = "gauge"
 SUM = "sum"
@@ -104,3 +106,49 @@ def series_hash(name: str, resource: dict[str, Any] | bytes, attributes: dict[st
     narrow; a collision needs ~4 billion series in one project to become likely.
     """
     return series_hash_from(series_prefix(name, resource), attributes)
+
+
+class SeriesIdentities:
+    """Series ids and stored attributes of the point attributes seen before, per process.
+
+    Every export of a fleet repeats the same series, so decoding, capping, sorted JSON and
+    hashing a point's attributes are done once per series rather than once per point. The
+    key is the metric's series prefix and the attributes exactly as they came on the wire
+    (the decoder uses each KeyValue's serialised bytes): the same bytes always decode to the
+    same attributes, so a hit can never be another series' id; differently encoded equal
+    attributes are only separate entries with the same value.
+
+    Entries are pure functions of their key: threads that race on one compute the same value,
+    and a miss only costs the slow path. The cache starts over when full.
+    """
+
+    def __init__(self, max_value_chars: int, max_total_chars: int, max_entries: int = 100_000) -> None:
+        self.max_value_chars = max_value_chars
+        self.max_total_chars = max_total_chars
+        self.max_entries = max_entries
+        self._ids: dict[tuple[bytes, bytes], tuple[int, dict[str, Any]]] = {}
+
+    def get(self, prefix: bytes, wire_key: bytes) -> tuple[int, dict[str, Any]] | None:
+        return self._ids.get((prefix, wire_key))
+
+    def add(self, prefix: bytes, wire_key: bytes, attributes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The series id under `prefix` (series_prefix) of the decoded `attributes`, and the
+        attributes as stored (capped); remembered under `wire_key`."""
+        capped = cap_attributes(attributes, self.max_value_chars, self.max_total_chars)
+        found = (series_hash_from(prefix, capped), capped)
+        if len(self._ids) >= self.max_entries:
+            self._ids.clear()
+        self._ids[(prefix, wire_key)] = found
+        return found
+
+
+_identities: dict[tuple[int, int], SeriesIdentities] = {}
+
+
+def series_identities(max_value_chars: int, max_total_chars: int) -> SeriesIdentities:
+    """This process's cache for one pair of attribute limits (settings rarely change; tests do)."""
+    limits = (max_value_chars, max_total_chars)
+    cache = _identities.get(limits)
+    if cache is None:
+        cache = _identities.setdefault(limits, SeriesIdentities(max_value_chars, max_total_chars))
+    return cache

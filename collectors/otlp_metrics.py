@@ -31,7 +31,7 @@ from collectors.metric_records import (
     TEMPORALITY_DELTA,
     MetricPoint,
     resource_key,
-    series_hash_from,
+    series_identities,
     series_prefix,
 )
 from collectors.otlp import _pb_attributes
@@ -108,6 +108,10 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
     """Walk a parsed ExportMetricsServiceRequest (also what the gRPC servicer receives)."""
     points: list[MetricPoint] = []
     rejections: list[str] = []
+    identities = series_identities(limits.max_attribute_chars, limits.max_attributes_chars)
+    # The usual point's times pass one chained comparison; the rest get told what is wrong.
+    earliest = max(limits.oldest_ns, _MIN_PLAUSIBLE_NS)
+    latest = min(limits.now_ns + limits.max_future_ns, _MAX_INT64)
     for ri, resource_metrics in enumerate(request.resource_metrics):
         resource = cap_attributes(
             _pb_attributes(resource_metrics.resource.attributes),
@@ -144,25 +148,55 @@ def decode_metrics_request(request: Any, limits: PointLimits) -> tuple[list[Metr
                 prefix = series_prefix(name, resource_bytes)
                 unit = strip_nul(metric.unit)[:64]
                 description = strip_nul(metric.description)[:1000]
+                number = kind in (GAUGE, SUM)
+                point_temporality = temporality if kind != GAUGE else 0
+                point_monotonic = monotonic if kind == SUM else kind != GAUGE
+                negative_allowed = not (kind == SUM and monotonic)
                 for pi, data_point in enumerate(data_points):
                     if data_point.flags & _NO_RECORDED_VALUE:
                         continue
+                    time_ns = data_point.time_unix_nano
+                    start_ns = data_point.start_time_unix_nano
                     try:
-                        point = _point(kind, data_point, limits)
+                        if not earliest <= time_ns <= latest or start_ns > time_ns:
+                            _check_times(time_ns, start_ns, limits)
+                        if number:
+                            # Gauges and sums are most points: read inline, no second call.
+                            which = data_point.WhichOneof("value")
+                            if which is None:
+                                raise PointRejected("number point has no value")
+                            value = float(getattr(data_point, which))
+                            if not math.isfinite(value):
+                                raise PointRejected(f"value is {value}")
+                            if value < 0 and not negative_allowed:
+                                raise PointRejected(f"a monotonic sum cannot be negative ({value})")
                     except PointRejected as exc:
                         rejections.append(f"{where} point {pi}: {exc}")
                         continue
-                    point.name = name
-                    point.unit = unit
-                    point.description = description
-                    point.resource = resource
-                    point.scope_name = scope_name
-                    point.temporality = temporality if kind != GAUGE else 0
-                    point.monotonic = monotonic if kind == SUM else kind != GAUGE
-                    if kind == SUM and monotonic and point.value is not None and point.value < 0:
-                        rejections.append(f"{where} point {pi}: a monotonic sum cannot be negative ({point.value})")
-                        continue
-                    point.series_id = series_hash_from(prefix, point.attributes)
+                    wire_attributes = data_point.attributes
+                    # One KeyValue is the usual point: its bytes are the key without a join.
+                    wire_key = (
+                        wire_attributes[0].SerializeToString()
+                        if len(wire_attributes) == 1
+                        else b"".join([kv.SerializeToString() for kv in wire_attributes])
+                    )
+                    found = identities.get(prefix, wire_key)
+                    if found is None:
+                        found = identities.add(prefix, wire_key, _pb_attributes(wire_attributes))
+                    series_id, attributes = found
+                    point = MetricPoint(
+                        name, kind, unit, resource, attributes, time_ns, start_ns, point_temporality,
+                        point_monotonic, scope_name, description,
+                    )  # fmt: skip
+                    point.series_id = series_id
+                    if number:
+                        point.value = value
+                    else:
+                        try:
+                            _histogram(kind, data_point, point)
+                        except PointRejected as exc:
+                            rejections.append(f"{where} point {pi}: {exc}")
+                            continue
                     points.append(point)
     return points, rejections
 
@@ -201,21 +235,8 @@ def _counts(counts: Iterable[int], what: str) -> list[int]:
     return values
 
 
-def _point(kind: str, data_point: Any, limits: PointLimits) -> MetricPoint:
-    time_ns = data_point.time_unix_nano
-    start_ns = data_point.start_time_unix_nano
-    _check_times(time_ns, start_ns, limits)
-    attributes = cap_attributes(
-        _pb_attributes(data_point.attributes), limits.max_attribute_chars, limits.max_attributes_chars
-    )
-    point = MetricPoint(name="", kind=kind, unit="", resource={}, attributes=attributes, time_ns=time_ns)
-    point.start_ns = start_ns
-    if kind in (GAUGE, SUM):
-        which = data_point.WhichOneof("value")
-        if which is None:
-            raise PointRejected("number point has no value")
-        point.value = _finite(float(getattr(data_point, which)), "value")
-        return point
+def _histogram(kind: str, data_point: Any, point: MetricPoint) -> None:
+    """Fill a histogram or exponential histogram point's fields, checked."""
     point.count = data_point.count
     # uint64 on the wire; the store's columns are bigint, and no real count comes near 2^63.
     if point.count > _MAX_INT64 or getattr(data_point, "zero_count", 0) > _MAX_INT64:
@@ -237,7 +258,7 @@ def _point(kind: str, data_point: Any, limits: PointLimits) -> MetricPoint:
                 raise PointRejected(f"bucket counts add up to {sum(counts)}, not the count {point.count}")
         point.bounds = bounds
         point.bucket_counts = counts
-        return point
+        return
     assert kind == EXPONENTIAL_HISTOGRAM
     scale = data_point.scale
     if not _MIN_SCALE <= scale <= _MAX_SCALE:
@@ -253,4 +274,3 @@ def _point(kind: str, data_point: Any, limits: PointLimits) -> MetricPoint:
     point.positive_counts = positive
     point.negative_offset = data_point.negative.offset
     point.negative_counts = negative
-    return point
