@@ -239,6 +239,7 @@ def build_history(spans: int, days: int, seed: int) -> tuple[Any, Any]:
 
     from apps.accounts.models import Project
     from apps.rollups import runner
+    from apps.telemetry.partitions import ensure_partitions_for
     from bench._spans import load_spans
 
     call_command("migrate", verbosity=0)
@@ -246,7 +247,11 @@ def build_history(spans: int, days: int, seed: int) -> tuple[Any, Any]:
     now = timezone.now()
     connection.ensure_connection()
     began = time.perf_counter()
-    load_spans(connection.connection, spans, days, seed, project_ids=(project.pk,), start=now - timedelta(days=days))
+    start = now - timedelta(days=days)
+    # Day-aligned partitions first: load_spans names its partitions by day but bounds them from
+    # `start`, which here is not a midnight.
+    ensure_partitions_for((start + timedelta(days=offset)).date() for offset in range(days + 2))
+    load_spans(connection.connection, spans, days, seed, project_ids=(project.pk,), start=start)
     began_rollup = time.perf_counter()
     runner.rollup_range(now - timedelta(days=days + 1), now + timedelta(hours=1))
     print(f"history: {spans:,} spans over the last {days} days loaded in {began_rollup - began:.1f} s, "
