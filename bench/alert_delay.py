@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -219,6 +220,19 @@ def wait_for_sweeps(rule_id: int, sweeps: int, timeout: float) -> list[float]:
 # --------------------------------------------------------------------------- main
 
 
+def _worker_summary(log: Path) -> None:
+    """The sweeps' cycle times and the insights runs, from the worker's log (what shared the
+    `alerts` queue with the sweeps while the trials ran)."""
+    text = log.read_text(errors="replace")
+    pattern = r"evaluated \d+ rules in \d+ shapes \(\d+ queries, ([\d.]+)s\)"
+    cycles = [float(found) for found in re.findall(pattern, text)]
+    insights = len(re.findall(r"Task insights\.detect\[[^]]+\] succeeded", text))
+    if cycles:
+        print(f"worker: {len(cycles)} sweeps evaluated the rules, cycle median {statistics.median(cycles):.2f} s, "
+              f"slowest {max(cycles):.2f} s (the first: {cycles[0]:.2f} s); insights.detect ran {insights} "
+              f"times")  # fmt: skip
+
+
 def _report(trial: int, feature: str, offset: float, bad_spans: int, bad_at: float, acknowledged_at: float,
             arrival: Arrival, probe_id: int) -> None:  # fmt: skip
     from apps.alerts.models import Notification
@@ -340,6 +354,7 @@ def main() -> int:
             for child in reversed(children):
                 _stop_child(child)
             sink.close()
+    _worker_summary(workdir / "worker.log")
 
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} (1 min) at the end")
