@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email
 import json
 import os
 import random
@@ -44,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,12 +74,36 @@ class Arrival:
     body: dict[str, Any]
 
 
-class WebhookSink:
-    """A JSON webhook receiver on loopback that notes when each notification arrives."""
+class _Sink:
+    """Arrivals noted by a server thread, waited for by the bench."""
 
     def __init__(self) -> None:
         self.arrivals: list[Arrival] = []
         self.changed = threading.Condition()
+
+    def note(self, at: float, body: dict[str, Any]) -> None:
+        with self.changed:
+            self.arrivals.append(Arrival(at, body))
+            self.changed.notify_all()
+
+    def wait_for(self, matches: Callable[[dict[str, Any]], bool], timeout: float) -> Arrival | None:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for arrival in self.arrivals:
+                    if matches(arrival.body):
+                        return arrival
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.changed.wait(left)
+
+
+class WebhookSink(_Sink):
+    """A JSON webhook receiver on loopback that notes when each notification arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,9 +116,7 @@ class WebhookSink:
                     parsed = json.loads(body)
                 except ValueError:
                     parsed = {"unparsed": body[:200].decode(errors="replace")}
-                with sink.changed:
-                    sink.arrivals.append(Arrival(at, parsed))
-                    sink.changed.notify_all()
+                sink.note(at, parsed)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -104,20 +128,44 @@ class WebhookSink:
     def wait_fired(self, feature: str, timeout: float) -> Arrival | None:
         """The first `fired` notification of the probe rule for `feature`, waiting up to
         `timeout` seconds for it."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for arrival in self.arrivals:
-                    if _is_probe_fired(arrival.body, feature):
-                        return arrival
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.changed.wait(left)
+        return self.wait_for(lambda body: _is_probe_fired(body, feature), timeout)
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class MailSink(_Sink):
+    """An SMTP server on loopback (aiosmtpd) that notes when each message is received."""
+
+    def __init__(self, port: int) -> None:
+        from aiosmtpd.controller import Controller
+
+        super().__init__()
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                at = time.time()
+                message = email.message_from_bytes(envelope.content)
+                sink.note(at, {"subject": str(message.get("Subject", "")), "to": list(envelope.rcpt_tos)})
+                return "250 Message accepted"
+
+        self.port = port
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self.controller.start()
+
+    def wait_fired(self, feature: str, timeout: float) -> Arrival | None:
+        """The first mail about the probe rule's alert for `feature` (not a resolved notice)."""
+
+        def matches(body: dict[str, Any]) -> bool:
+            subject = body.get("subject", "")
+            return PROBE_RULE in subject and feature in subject and "RESOLVED" not in subject
+
+        return self.wait_for(matches, timeout)
+
+    def close(self) -> None:
+        self.controller.stop()
 
 
 def _is_probe_fired(body: dict[str, Any], feature: str) -> bool:
@@ -132,11 +180,14 @@ def _is_probe_fired(body: dict[str, Any], feature: str) -> bool:
 # --------------------------------------------------------------------------- rules and spans
 
 
-def make_probe_rule(features: list[str], webhook_url: str) -> Any:
-    """The rule the bad traffic trips: one alert per probe feature, so each trial fires anew."""
+def make_probe_rule(features: list[str], webhook_url: str, mail_to: str | None = None) -> Any:
+    """The rule the bad traffic trips: one alert per probe feature, so each trial fires anew.
+    It notifies a signed JSON webhook, and an email address when `mail_to` is given."""
     from apps.alerts.models import AlertRule, Channel
 
-    channel = Channel.objects.create(name="delay sink", kind=Channel.Kind.WEBHOOK, config={"url": webhook_url})
+    channels = [Channel.objects.create(name="delay sink", kind=Channel.Kind.WEBHOOK, config={"url": webhook_url})]
+    if mail_to:
+        channels.append(Channel.objects.create(name="delay mail", kind=Channel.Kind.EMAIL, config={"to": [mail_to]}))
     rule = AlertRule.objects.create(
         name=PROBE_RULE,
         kind=AlertRule.Kind.LATENCY,
@@ -149,7 +200,7 @@ def make_probe_rule(features: list[str], webhook_url: str) -> Any:
         features=features,
         group_by=["feature"],
     )
-    rule.channels.add(channel)
+    rule.channels.add(*channels)
     return rule
 
 
@@ -234,7 +285,7 @@ def _worker_summary(log: Path) -> None:
 
 
 def _report(trial: int, feature: str, offset: float, bad_spans: int, bad_at: float, acknowledged_at: float,
-            arrival: Arrival, probe_id: int) -> None:  # fmt: skip
+            arrival: Arrival, mailed: Arrival | None, probe_id: int) -> None:  # fmt: skip
     from apps.alerts.models import Notification
 
     fired = Notification.objects.filter(rule_id=probe_id, event="fired", state__group_key__contains=feature)
@@ -242,7 +293,8 @@ def _report(trial: int, feature: str, offset: float, bad_spans: int, bad_at: flo
     evaluated_s = f"+{evaluated.timestamp() - bad_at:.1f} s" if evaluated else "?"
     print(f"trial {trial} ({feature}, after a {offset:.1f} s offset): {bad_spans} bad traces acknowledged "
           f"+{acknowledged_at - bad_at:.2f} s, evaluation that fired started {evaluated_s}, notification "
-          f"({arrival.body.get('level')}) at the webhook +{arrival.at - bad_at:.1f} s", flush=True)  # fmt: skip
+          f"({arrival.body.get('level')}) at the webhook +{arrival.at - bad_at:.1f} s, by email "
+          f"{f'+{mailed.at - bad_at:.1f} s' if mailed else 'never'}", flush=True)  # fmt: skip
 
 
 def build_history(spans: int, days: int, seed: int) -> tuple[Any, Any]:
@@ -314,7 +366,8 @@ def main() -> int:
     rules = make_rules(args.rules, now, args.seed)
     features = [PROBE_FEATURE.format(trial) for trial in range(1, args.trials + 1)]
     sink = WebhookSink()
-    probe = make_probe_rule(features, sink.url)
+    mail = MailSink(_free_port())
+    probe = make_probe_rule(features, sink.url, mail_to="lead@delay-bench.test")
     print(f"{len(rules)} rules + the probe rule (p99 e2e over 5 min > 8 s, per feature of {features})")
     print(f"schedule: alerts sweep every {sweep_s:.0f} s, rules due every {settings.ALERTS_EVALUATE_EVERY_SECONDS} s")
 
@@ -322,9 +375,12 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     children: list[subprocess.Popen[bytes]] = []
     delays: list[float] = []
+    mail_delays: list[float] = []
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(_private_broker(workdir))
-        env = {**os.environ, "REDIS_URL": broker}
+        env = {**os.environ, "REDIS_URL": broker, "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(mail.port)}
+        for name in ("EMAIL_BACKEND", "EMAIL_USE_TLS", "EMAIL_USE_SSL", "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD"):
+            env.pop(name, None)  # plain SMTP to the sink on loopback
         try:
             children.append(
                 _start(_gunicorn([f"127.0.0.1:{port}"], workers=args.workers), env, workdir / "gunicorn.log")
@@ -352,15 +408,25 @@ def main() -> int:
                     print(f"trial {trial}: no notification within {args.timeout:.0f} s")
                     return 1
                 delays.append(arrival.at - bad_at)
-                _report(trial, feature, offset, args.bad_spans, bad_at, acknowledged_at, arrival, probe.pk)
+                # Sent by its own `alerts.deliver` beside the webhook's: it comes within seconds or not at all.
+                mailed = mail.wait_fired(feature, 60)
+                if mailed is not None:
+                    mail_delays.append(mailed.at - bad_at)
+                _report(trial, feature, offset, args.bad_spans, bad_at, acknowledged_at, arrival, mailed, probe.pk)
         finally:
             for child in reversed(children):
                 _stop_child(child)
             sink.close()
+            mail.close()
     _worker_summary(workdir / "worker.log")
 
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} (1 min) at the end")
+    if len(mail_delays) == len(delays):
+        worst_mail = max(mail_delays)
+        print(f"by email (SMTP on loopback): median {statistics.median(mail_delays):.1f} s, worst {worst_mail:.1f} s")
+    else:
+        print(f"by email: {len(delays) - len(mail_delays)} of {len(delays)} notifications never arrived")
     print(f"alert_delay_median_s={statistics.median(delays):.1f}")
     print(f"alert_delay_s={max(delays):.1f}")
     return 0

@@ -102,3 +102,31 @@ def test_sweeps_are_seen_when_the_probe_rule_is_claimed(sink: alert_delay.Webhoo
     assert len(seen) == 1 and seen[0] >= began + 0.4
     with pytest.raises(SystemExit, match="claimed the probe rule 0 times"):
         alert_delay.wait_for_sweeps(probe.pk, 1, timeout=1)
+
+
+def test_the_mail_sink_notes_the_probes_alert_mail_and_not_its_resolved_notice() -> None:
+    import smtplib
+    from email.message import EmailMessage
+
+    from bench.ingest import _free_port
+
+    mail = alert_delay.MailSink(_free_port())
+    try:
+
+        def send(subject: str) -> None:
+            message = EmailMessage()
+            message["From"], message["To"], message["Subject"] = "obs@test", "lead@test", subject
+            message.set_content("body")
+            with smtplib.SMTP("127.0.0.1", mail.port) as client:
+                client.send_message(message)
+
+        send("[RESOLVED] delay probe (feature delay-probe-1)")
+        send("[CRITICAL] delay probe (feature delay-probe-2)")
+        assert mail.wait_fired("delay-probe-1", 0.3) is None
+        sent_at = time.time()
+        send("[CRITICAL] delay probe (feature delay-probe-1)")
+        arrival = mail.wait_fired("delay-probe-1", 5)
+        assert arrival is not None and arrival.at >= sent_at
+        assert arrival.body["to"] == ["lead@test"]
+    finally:
+        mail.close()
