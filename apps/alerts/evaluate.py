@@ -216,8 +216,11 @@ def budget_forecast(spent: Decimal, start: datetime, end: datetime, now: datetim
         return {"forecast": spent, "exhausted_at": None}
     forecast = spent * Decimal(length) / Decimal(elapsed)
     seconds_to_budget = float(budget / spent) * elapsed
-    exhausted = start + timedelta(seconds=seconds_to_budget)
-    return {"forecast": forecast, "exhausted_at": exhausted if exhausted < end else None}
+    if seconds_to_budget >= length:
+        # Not within the period; and a tiny spend against a big budget would put the moment
+        # past the last date Python can hold (an OverflowError that stopped the whole cycle).
+        return {"forecast": forecast, "exhausted_at": None}
+    return {"forecast": forecast, "exhausted_at": start + timedelta(seconds=seconds_to_budget)}
 
 
 def _budget_verdict(rule: AlertRule, row: dict[str, Any], group: dict[str, str], now: datetime) -> Verdict:

@@ -202,6 +202,10 @@ def test_budget_forecast_is_linear_over_the_elapsed_part() -> None:
     assert pace["forecast"] == Decimal(300)
     assert pace["exhausted_at"] == start + timedelta(days=20)
     assert budget_forecast(Decimal(10), start, end, now, Decimal(200))["exhausted_at"] is None
+    # A tiny spend against a huge budget: the moment would lie past year 9999 (it raised
+    # OverflowError, which stopped the whole evaluation cycle).
+    tiny = budget_forecast(Decimal("0.0000000001"), start, end, now, Decimal(10**9))
+    assert tiny["exhausted_at"] is None and tiny["forecast"] > 0
 
 
 def test_cache_hit_rate_drop_against_the_same_window_a_week_earlier(project: Project) -> None:
