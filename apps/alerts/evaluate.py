@@ -345,29 +345,42 @@ def judge(rules: Sequence[AlertRule], now: datetime, states: dict[tuple[int, str
         results = [run_query(query, scope, shared=shared).rows for query in queries]
         count += len(results)
         for rule in members:
-            rule_group = tuple(rule.group_by)
-            rows = [row for row in results[0] if _matches(rule, row, shape.grouped)]
-            earlier: dict[tuple[Any, ...], dict[str, Any]] = {}
-            if shape.family == "cache":
-                for row in results[1]:
-                    if _matches(rule, row, shape.grouped):
-                        earlier[tuple(row[dim] for dim in shape.grouped)] = row
-            if not rows and not rule_group:
-                rows = [{}]  # no calls in the slice: a verdict of "too few samples"
-            for row in rows:
-                group = {dim: row.get(dim) or "" for dim in rule_group}
-                if shape.family == "traffic":
-                    verdict = _traffic_verdict(rule, row, group)
-                elif shape.family == "cache":
-                    verdict = _cache_verdict(rule, row, earlier.get(tuple(row.get(d) for d in shape.grouped)), group)
-                else:
-                    verdict = _budget_verdict(rule, row, group, now)
-                verdicts[rule.pk].append(verdict)
+            try:
+                judged = _rule_verdicts(rule, shape, results, now)
+            except Exception:
+                # One rule that cannot be judged (a defect, an absurd value) leaves its state
+                # as it was; the other rules of the cycle are still judged and notified.
+                log.exception("alert rule %s (%s) could not be judged; left as it was", rule.pk, rule.name)
+                continue
+            verdicts[rule.pk].extend(judged)
     if finding_rules:
         for rule_id, found in _finding_verdicts(finding_rules, states or {}).items():
             verdicts[rule_id].extend(found)
         count += 1
     return Cycle(dict(verdicts), count, len(by_shape))
+
+
+def _rule_verdicts(rule: AlertRule, shape: Shape, results: list[list[dict[str, Any]]], now: datetime) -> list[Verdict]:
+    found: list[Verdict] = []
+    rule_group = tuple(rule.group_by)
+    rows = [row for row in results[0] if _matches(rule, row, shape.grouped)]
+    earlier: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if shape.family == "cache":
+        for row in results[1]:
+            if _matches(rule, row, shape.grouped):
+                earlier[tuple(row[dim] for dim in shape.grouped)] = row
+    if not rows and not rule_group:
+        rows = [{}]  # no calls in the slice: a verdict of "too few samples"
+    for row in rows:
+        group = {dim: row.get(dim) or "" for dim in rule_group}
+        if shape.family == "traffic":
+            verdict = _traffic_verdict(rule, row, group)
+        elif shape.family == "cache":
+            verdict = _cache_verdict(rule, row, earlier.get(tuple(row.get(d) for d in shape.grouped)), group)
+        else:
+            verdict = _budget_verdict(rule, row, group, now)
+        found.append(verdict)
+    return found
 
 
 def worst(verdicts: Iterable[Verdict]) -> str:

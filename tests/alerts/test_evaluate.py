@@ -268,3 +268,26 @@ def test_due_rules_are_claimed_once(project: Project) -> None:
     assert claim_due_rules(NOW) == []  # moved one interval on
     assert claim_due_rules(NOW + timedelta(seconds=28)) == [rule.pk for rule in rules]  # 30 s less 2
     assert Notification.objects.count() == 0
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_rule_that_cannot_be_judged_does_not_stop_the_others(
+    project: Project, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A defect in one rule's verdict (injected here: the budget verdict raises) is logged
+    and leaves that rule as it was; every other rule of the cycle is judged and notified."""
+    store_calls(project, [1000.0] * 90 + [9500.0] * 10)
+    budget = AlertRule.objects.create(
+        name="broken budget", kind=AlertRule.Kind.BUDGET, critical_threshold=100.0, budget_period="month"
+    )
+    latency = latency_rule()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr(evaluate_module, "_budget_verdict", broken)
+    cycle, notifications = evaluate_rules([budget, latency], NOW)
+    assert budget.pk not in cycle.verdicts
+    assert [n.rule_id for n in notifications] == [latency.pk]
+    assert not AlertState.objects.filter(rule=budget).exclude(level="ok").exists()
+    assert any("could not be judged" in r.getMessage() and r.exc_info for r in caplog.records)
