@@ -32,13 +32,14 @@ def _trace(project: Project, start: datetime, *, model: str | None = None, durat
            root_tenant: str = "acme", call_at: datetime | None = None, call_tenant: str = "") -> str:  # fmt: skip
     """A root span, and with `model` an LLM call under it (at `call_at`, default 1 ms in)."""
     trace_id = uuid.uuid4()
-    spans = [dict(span=1, parent=None, start=start, duration=duration, name="POST /chat", kind=2, is_llm=False,
-                  provider=None, model=None, tenant=root_tenant)]  # fmt: skip
+    root = dict(span=1, parent=None, start=start, duration=duration, name="POST /chat", kind=2, is_llm=False,
+                provider=None, model=None, tenant=root_tenant)  # fmt: skip
+    spans: list[dict[str, Any]] = [root]
     if model is not None:
         call_start = call_at or start + timedelta(milliseconds=1)
         spans.append(dict(span=2, parent=1, start=call_start, duration=1.0, name="chat", kind=3, is_llm=True,
                           provider="openai", model=model, tenant=call_tenant))  # fmt: skip
-    ensure_partitions_for({span["start"].date() for span in spans})
+    ensure_partitions_for({start.date(), (call_at or start).date()})
     with connection.cursor() as cur:
         for span in spans:
             cur.execute(_INSERT, {"project": project.pk, "trace": trace_id, **span})
