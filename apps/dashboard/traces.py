@@ -10,9 +10,11 @@ Cost is bounded whatever the data (docs/traces.md):
 
 - the list is one row per root span (a span without a parent) in the range, paged by a
   keyset cursor (sort key, trace id, span id), never OFFSET: page 10,000 costs what page 1 does;
-- per candidate root, a filter that looks inside its trace (tenant or feature inherited by a
-  root without its own, provider, model, service) reads at most PROBE_SPANS of the trace's
-  spans;
+- filters on the root's own columns narrow the candidates; a filter that looks inside a
+  candidate's trace (tenant or feature inherited by a root without its own, provider, model,
+  service) runs on at most CANDIDATE_BATCHES batches of CANDIDATE_BATCH candidates a page
+  (then the page says how far it searched), and reads at most PROBE_SPANS of the trace's
+  spans, those within ATTRIBUTION_WINDOW of the root (the daily partitions around it);
 - calls, cost and models are worked out once per distinct trace of the page, over at most
   SPANS_PER_TRACE of its spans (the earliest); a row says when its trace had more;
 - the web process's statements run under WEB_STATEMENT_TIMEOUT_MS (observatory/
