@@ -1,6 +1,6 @@
 """Server time of every dashboard page at N spans over 30 days.
 
-    python3 run.py bench pages [--spans N] [--reuse]
+    python3 run.py bench pages [--spans N] [--reuse] [--only NAME]
 
 Uses the database bench/query.py builds (observatory_bench_query: N spans over 30 days and
 N / 10 over the 30 days before, loaded with COPY and rolled up; default N = 10,000,000).
@@ -28,8 +28,9 @@ templates, Plotly figures), in process, so the figure is server time without the
   process.
 
 The traces explorer's filtered search (tenant + model + latency above a value) is reported on
-its own line. On `--reuse`, pending migrations are applied and closed days without current
-day rows (RollupDay) are built first, as the rollups sweep would.
+its own line. `--only trace` times only the pages whose name holds "trace" (and the search).
+On `--reuse`, pending migrations are applied and closed days without current day rows
+(RollupDay) are built first, as the rollups sweep would.
 
 The last lines are `worst_cleared_page_ms=`, `worst_cold_page_ms=` and `worst_page_p95_ms=`
 (milliseconds).
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--reuse", action="store_true", help="use the loaded, rolled-up bench database as it is")
+    parser.add_argument("--only", help="time only the pages whose name contains this (e.g. traces)")
     parser.add_argument("--cold-page", help=argparse.SUPPRESS)  # a child: time one page's first render
     parser.add_argument("--now", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -154,9 +156,14 @@ def main() -> None:
         ("compare features 30d", f"/compare/?kind=feature&a={feature}&b=summarize&range=30d"),
         ("prices", "/prices/?range=30d"),
         ("traces 7d", "/traces/?range=7d"),
+        ("traces 30d by duration", "/traces/?range=30d&sort=duration"),
+        # A filter that matches nothing: the page's bounded candidate batches, read to the end.
+        ("traces 30d, no match", "/traces/?range=30d&model=no-such-model"),
         ("trace detail", f"/traces/{trace_hex}/"),
     ]
     search = ("traces filtered search 30d", f"/traces/?range=30d&tenant={tenant}&model={model}&min_ms=2000")
+    if args.only:
+        pages = [(name, path) for name, path in pages if args.only in name]
 
     now = last + timedelta(seconds=1)
     # As the image does (Dockerfile): bytecode for the project's modules, so a child compiles

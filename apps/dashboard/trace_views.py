@@ -95,6 +95,7 @@ def traces(request: HttpRequest) -> HttpResponse:
     context = {
         **filter_bar_context(params),
         "rows": page.rows,
+        "searched_to": page.searched_to,
         "search": search,
         "statuses": STATUSES,
         "spans_per_trace": SPANS_PER_TRACE,
