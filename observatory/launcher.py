@@ -220,6 +220,9 @@ def demo(argv: list[str]) -> int:
     # beat's sweep catches up quickly (both changeable in the environment).
     os.environ.setdefault("GPU_ATTRIBUTION_BACKFILL_DAYS", str(days))
     os.environ.setdefault("GPU_COST_INTERVAL_SECONDS", "900")
+    # GPU samples older than METRIC_RETENTION_DAYS (30 by default) are not kept, and a vLLM
+    # call without its GPU's samples cannot be priced: keep the whole backfill's samples.
+    os.environ.setdefault("METRIC_RETENTION_DAYS", str(max(30, days + 2)))
     children: list[subprocess.Popen[bytes]] = []
     embedded.STATE_DIR.mkdir(parents=True, exist_ok=True)
     # Before any child: the worker and the settle step send mail through it.
