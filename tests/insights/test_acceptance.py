@@ -121,17 +121,12 @@ def test_every_demo_incident_gives_its_finding_and_its_alert(demo_history: int) 
     assert fired(notifications, "search-rerank p99 latency")
 
     # Cost spike of globex's code-review: the tenant's daily budget is spent (critical, not a
-    # forecast), and the spike's rate limits raise globex's error rate, a regression that
-    # began with the spike and fires the regression rule.
+    # forecast). No finding: the spend regression misses it (xfail below); globex's error-rate
+    # regression from 14:00 is the anthropic burst on its (spiked) code-review calls.
     budget = states["globex daily budget"]
     assert budget.level == "critical", budget.summary
     assert fired(notifications, "globex daily budget")
-    spike = started("cost-spike:globex/code-review")
-    errors = of_slice(findings, "error_rate", tenant="globex")
-    assert errors is not None and errors.kind == "regression" and errors.severity in SEVERE, titles
-    assert errors.started_at is not None and abs(errors.started_at - spike) <= HOUR
     regression_alerts = fired(notifications, "Regressions")
-    assert any(n.details["finding_id"] == errors.pk for n in regression_alerts)
 
     # Cache-hit drop on acme: the prompt-cache rule (no detector watches the hit rate, so no
     # finding is expected).
