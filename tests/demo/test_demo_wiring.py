@@ -34,7 +34,7 @@ from tests.reports.conftest import free_port
 def test_the_schedule_gives_absolute_specs_and_the_ongoing_ones_go_live() -> None:
     now = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
     specs = demo_incidents(now)
-    assert specs[0] == "silent-model-change:support-chat@2026-11-14T12:00:00+00:00"
+    assert specs[0] == "silent-model-change:support-chat@2026-11-15T16:00:00+00:00"
     assert "error-burst:anthropic@2026-11-16T08:00:00+00:00..2026-11-16T09:00:00+00:00" in specs
     assert ongoing(specs) == specs[:2]
     assert len(specs) == len(SCHEDULE) == 5
@@ -68,8 +68,8 @@ def test_seeding_a_short_backfill_and_the_settle_steps_end_to_end(
         incidents=demo_incidents(now),
     )  # fmt: skip
     assert summary.failed_spans == 0 and summary.failed_metric_exports == 0
-    # All but the cost spike (a day before these ten hours) touched some requests.
-    assert set(summary.incident_hits) == {spec for spec in demo_incidents(now) if not spec.startswith("cost-spike")}
+    # Every incident falls inside these ten hours and touched some requests.
+    assert set(summary.incident_hits) == set(demo_incidents(now))
 
     # Beat's sweep during a real backfill runs ahead of the spans: a cursor past them all.
     AttributionCursor.objects.create(project=Project.objects.get(name="demo"), computed_until=now, watermark=now)
@@ -102,7 +102,7 @@ def test_seeding_a_short_backfill_and_the_settle_steps_end_to_end(
     # The p99 regression on search-rerank (from 8 h ago) trips the demo's latency rule.
     latency = AlertState.objects.get(rule__name="search-rerank p99 latency")
     assert latency.level in ("warning", "critical"), latency.summary
-    assert latency.value is not None and latency.value > 6000
+    assert latency.value is not None and latency.value > 7500
 
     kept = mail.messages(tmp_path / "mail")
     subjects = [str(message["Subject"]) for message in kept]

@@ -148,8 +148,9 @@ def stable(request: pytest.FixtureRequest, django_db_setup: None, django_db_bloc
 @pytest.mark.django_db
 def test_stable_traffic_gives_no_regression_at_default_settings(stable: int) -> None:
     run = regressions.evaluate(stable, NOW)
-    # The test has teeth: most slices and metrics were judged.
-    assert run.tested >= 40
+    # The test has teeth: most slices and metrics were judged (cost metrics only where a
+    # slice has enough priced calls: not the mostly self-hosted ones).
+    assert run.tested >= 35
     assert len(run.judged) == run.tested
     assert regressions.detect(stable, NOW) == []
     assert not Finding.objects.filter(project_id=stable).exists()
