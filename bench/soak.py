@@ -417,9 +417,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--clients", type=int, default=4, help="concurrent ingest clients")
-    parser.add_argument(
-        "--rate", type=float, default=5, help="receiver requests per second, all clients (0: flat out)"
-    )
+    parser.add_argument("--rate", type=float, default=5, help="receiver requests per second, all clients (0: flat out)")
     parser.add_argument("--batch", type=int, default=32, help="most traces in a good batch (each 1 to this)")
     parser.add_argument("--bad-share", type=float, default=0.1, help="share of receiver requests that are hostile")
     parser.add_argument("--page-clients", type=int, default=2)

@@ -270,6 +270,41 @@ def rate_increase(*, events: float, calls: float, baseline_events: float, baseli
     return Outcome(finite(z), probability(scipy_stats.norm.sf(z)), "two-proportion")
 
 
+def paired_log_rise(current: Sequence[float | None], weeks: Sequence[Sequence[float | None]]) -> Outcome:
+    """Whether hourly values rose against the same hours of earlier weeks, on log values.
+
+    `current[i]` is hour i of the window; `weeks[k][i]` the same hour k + 1 weeks earlier
+    (None or <= 0: no value). Each current hour is compared with its own hours' mean, so the
+    daily cycle inside the window is not noise: d_i = log c_i - mean_k log b_ki. The spread
+    under no change comes from the baseline itself, each week against the mean of the others
+    (leave-one-out residuals, rescaled to d's variance); the statistic is Student's t of the
+    mean d (one-sided, greater), with the residuals' degrees of freedom. Needs >= 2 hours with
+    >= 2 baseline values, and >= 3 residuals."""
+    logs = [[math.log(v) if v and v > 0 else None for v in week] for week in weeks]
+    deviations: list[float] = []
+    residuals: list[float] = []
+    for i, value in enumerate(current):
+        earlier = [week[i] for week in logs if i < len(week) and week[i] is not None]
+        if len(earlier) >= 3:
+            total = sum(earlier)  # type: ignore[arg-type]
+            k = len(earlier)
+            for each in earlier:
+                rest = (total - each) / (k - 1)  # type: ignore[operator]
+                residuals.append((each - rest) / math.sqrt(1 + 1 / (k - 1)))  # type: ignore[operator]
+        if value is None or value <= 0 or len(earlier) < 2:
+            continue
+        k = len(earlier)
+        deviations.append((math.log(value) - sum(earlier) / k) / math.sqrt(1 + 1 / k))  # type: ignore[arg-type]
+    if len(deviations) < 2 or len(residuals) < 3:
+        raise ValueError("the paired test needs two hours with earlier weeks and three baseline residuals")
+    sigma = math.sqrt(sum(r * r for r in residuals) / len(residuals))
+    mean = sum(deviations) / len(deviations)
+    if sigma == 0:
+        return Outcome(finite(math.inf if mean > 0 else 0.0), 0.0 if mean > 0 else 1.0, "paired-log-t")
+    t = mean / (sigma / math.sqrt(len(deviations)))
+    return Outcome(finite(t), probability(scipy_stats.t.sf(t, df=len(residuals))), "paired-log-t")
+
+
 def welch_greater(current: Sequence[float], baseline: Sequence[float]) -> Outcome:
     """Welch's t test, one-sided (current mean greater). Needs >= 2 values per side."""
     if len(current) < 2 or len(baseline) < 2:

@@ -11,9 +11,6 @@ days before NOW (drift's 7-day baseline and 24-hour window, the alerts' windows 
 earlier, the regression series) and the same seven hours one to four weeks back (the
 regression baseline). Deliveries are not sent here (tests/alerts sends them to a real SMTP
 server on loopback): a notification and its pending delivery to the demo mailbox are checked.
-
-Known misses at the demo's volume are marked xfail(strict) with the measured reason, so they
-turn into failures the day they are fixed.
 """
 
 from __future__ import annotations
@@ -121,8 +118,8 @@ def test_every_demo_incident_gives_its_finding_and_its_alert(demo_history: int) 
     assert fired(notifications, "search-rerank p99 latency")
 
     # Cost spike of globex's code-review: the tenant's daily budget is spent (critical, not a
-    # forecast). No finding: the spend regression misses it (xfail below); globex's error-rate
-    # regression from 14:00 is the anthropic burst on its (spiked) code-review calls.
+    # forecast); its finding, a spend regression of globex, is tested below. globex's
+    # error-rate regression from 14:00 is the anthropic burst on its (spiked) code-review calls.
     budget = states["globex daily budget"]
     assert budget.level == "critical", budget.summary
     assert fired(notifications, "globex daily budget")
@@ -150,12 +147,6 @@ def test_every_demo_incident_gives_its_finding_and_its_alert(demo_history: int) 
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True,
-    reason="at the demo's 3,000 requests a day search-rerank has ~190 calls in the regression "
-    "window (INSIGHTS_REGRESSION_MIN_CALLS is 200), so its p99 is not judged; at 6,000 a day it is "
-    "judged but 5% of calls 4x slower gives p=0.05 on ~390 calls, short of the FDR",
-)
 def test_the_p99_regression_is_a_regression_finding_on_search_rerank(demo_history: int) -> None:
     findings, _, _ = accept(demo_history)
     finding = of_slice(findings, "latency_p99", feature="search-rerank")
@@ -163,12 +154,6 @@ def test_the_p99_regression_is_a_regression_finding_on_search_rerank(demo_histor
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True,
-    reason="the spend test is Welch's t on six log hourly values against the baseline's hours, "
-    "whose daily cycle inflates the variance: a 5x spend rise over four of the six hours gave "
-    "p=0.017 (tenant) and 0.011 (feature), short of the FDR over ~70 tests",
-)
 def test_the_cost_spike_is_a_spend_regression_of_globex(demo_history: int) -> None:
     findings, _, _ = accept(demo_history)
     assert of_slice(findings, "spend", tenant="globex") is not None

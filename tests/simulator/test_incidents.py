@@ -60,7 +60,7 @@ def test_silent_model_change_changes_response_model_after_start_for_that_feature
     assert changed.summary.incident_hits["silent-model-change:support-chat@-1d"] > 50
 
 
-def test_p99_regression_slows_five_percent_of_that_models_calls(baseline: Run) -> None:
+def test_p99_regression_slows_a_tenth_of_that_models_calls(baseline: Run) -> None:
     slowed = run_in_memory(incidents=["p99-regression:gpt-4o-mini@-1d"])
     traces = _feature_of_traces(baseline)
     before = _by_span(baseline)
@@ -77,8 +77,8 @@ def test_p99_regression_slows_five_percent_of_that_models_calls(baseline: Run) -
         ratios.append((span.end_time - span.start_time) / (old.end_time - old.start_time))
     assert len(ratios) > 200
     slow = [r for r in ratios if r > 1.01]
-    assert all(abs(r - 4.0) < 0.01 for r in slow)
-    assert 0.02 < len(slow) / len(ratios) < 0.10
+    assert all(abs(r - 5.0) < 0.01 for r in slow)
+    assert 0.05 < len(slow) / len(ratios) < 0.16
     # Other models are untouched.
     for key, span in _by_span(slowed).items():
         if (span.attributes or {}).get("gen_ai.request.model") == "claude-sonnet-4-5":
@@ -302,6 +302,6 @@ def test_p99_regression_on_a_feature_slows_only_that_features_calls(baseline: Ru
             continue
         if is_llm_client(span):
             compared += 1
-            slow += (span.end_time - span.start_time) > 3.9 * (old.end_time - old.start_time)
+            slow += (span.end_time - span.start_time) > 4.9 * (old.end_time - old.start_time)
     assert compared > 200
-    assert 0.02 < slow / compared < 0.10
+    assert 0.05 < slow / compared < 0.16
