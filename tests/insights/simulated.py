@@ -18,6 +18,7 @@ from apps.rollups.runner import rollup_range
 from apps.telemetry.ingest import ingest_spans
 from collectors.otlp import decode_traces_protobuf
 from collectors.simulator import SimulationSummary, simulate
+from collectors.simulator.traffic import overall_load
 
 # A Monday noon, so "the last 24 h" and "the same hours a week before" are ordinary weekdays.
 NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
@@ -58,3 +59,17 @@ def load_history(
         stored += result.accepted
     rollup_range(start - timedelta(hours=1), end + timedelta(hours=1), [project_id])
     return History(summary, start, end, stored)
+
+
+def matching_rate(rate: float, window: tuple[datetime, datetime], run: tuple[datetime, datetime]) -> float:
+    """The requests per day a short run over `window` needs so that its hours carry what the
+    same hours carry inside a longer run over `run` at `rate`: a simulation spreads its
+    requests over its own range by the daily and weekly load, so a seven-hour run at `rate`
+    puts a whole seven hours' share in them, busy hours or not. Weekly shapes repeat, so the
+    window may lie in another week than the run."""
+
+    def mean_load(start: datetime, end: datetime) -> float:
+        steps = max(1, int((end - start) / timedelta(minutes=15)))
+        return sum(overall_load(start + (end - start) * (i + 0.5) / steps) for i in range(steps)) / steps
+
+    return rate * mean_load(*window) / mean_load(*run)

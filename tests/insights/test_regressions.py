@@ -24,7 +24,7 @@ from apps.rollups.models import DayBuild, DayChange, DirtyHour, RollupDay, Rollu
 from apps.rollups.runner import rollup_range
 from apps.telemetry.ingest import ingest_spans
 from collectors.otlp import decode_traces_protobuf
-from tests.insights.simulated import NOW, load_history
+from tests.insights.simulated import NOW, load_history, matching_rate
 from tests.otlp_helpers import LLM_ATTRIBUTES, make_traces
 
 WEEK = timedelta(days=7)
@@ -56,11 +56,14 @@ def load_windows(
 ) -> None:
     """The recent days up to NOW + `after`, and the same stretch around NOW one to four weeks
     earlier (the current window's hours plus `after`)."""
+    recent_start = NOW - timedelta(days=recent_days)
     load_history(project_id, days=recent_days + after / timedelta(days=1), end=NOW + after, seed=seed,
                  incidents=incidents, requests_per_day=RATE)  # fmt: skip
+    # Short runs carry, hour by hour, what the recent run carries (simulated.matching_rate).
+    rate = matching_rate(RATE, (NOW - 7 * HOUR, NOW + after), (recent_start, NOW + after))
     for weeks in range(1, 5):
         load_history(project_id, days=(7 * HOUR + after) / timedelta(days=1), end=NOW + after - weeks * WEEK,
-                     seed=seed + 100 * weeks, requests_per_day=RATE)  # fmt: skip
+                     seed=seed + 100 * weeks, requests_per_day=rate)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +94,10 @@ def test_p99_regression_is_found_on_its_model_with_its_start_and_resolves_after(
     p99 = found[f"regression:latency_p99:{slice_}"]
     # ~40 gpt-4o-mini calls an hour, 5% of them slowed: the exceedance series is thin, and
     # the scan against the baseline's share still places the onset.
-    assert p99.started_at is not None and abs(p99.started_at - P99_START) <= 2 * HOUR, p99.started_at
+    # The start falls in the night (~10 calls an hour of this model, a tenth of them slowed):
+    # hours with no slowed call by chance can put the scan's onset up to three hours late
+    # (docs/metrics.md, "Regressions": the start's accuracy).
+    assert p99.started_at is not None and abs(p99.started_at - P99_START) <= 3 * HOUR, p99.started_at
     assert p99.evidence["change_method"] == "scan-binomial"
     evidence = p99.evidence
     assert evidence["test"]["name"] == "binomial-quantile" and evidence["test"]["q_value"] <= 0.01
@@ -117,7 +123,7 @@ def test_cost_spike_is_a_spend_regression_of_the_tenant_not_a_cost_per_task_one(
     found = _open(incidents)
     spend = found['regression:spend:{"tenant":"acme"}']
     assert spend.evidence["effect"]["value"] >= 1.5
-    assert spend.evidence["unit"] == "usd" and spend.evidence["test"]["name"] == "welch"
+    assert spend.evidence["unit"] == "usd" and spend.evidence["test"]["name"] == "paired-log-t"
     assert spend.started_at is not None and abs(spend.started_at - (NOW - 5 * HOUR)) <= 2 * HOUR
     # Five times the traffic at the usual price per task: cost per task is unchanged, and no
     # other tenant's spend moved.
