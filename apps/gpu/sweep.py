@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from apps.gpu.attribution import (
     PRESENCE_SERIES,
@@ -62,9 +62,13 @@ WHERE s.project_id = %(project)s AND s.name = ANY(%(names)s)
   AND p.time >= %(since)s AND p.time < %(until)s AND p.received_at >= %(watermark)s
 """
 # Projects with something to attribute: GPU series or a cursor already.
+# Projects that exist: metric series carry no foreign key (partitioned point tables), so a
+# deleted project's series may outlive it, and its cursor could not be written.
 _PROJECTS_SQL = """
-SELECT DISTINCT project_id FROM gpu_metric_series WHERE name = ANY(%s)
-UNION SELECT project_id FROM gpu_attributioncursor
+SELECT project_id FROM (
+    SELECT DISTINCT project_id FROM gpu_metric_series WHERE name = ANY(%s)
+    UNION SELECT project_id FROM gpu_attributioncursor
+) AS found WHERE project_id IN (SELECT id FROM accounts_project)
 """
 
 
@@ -168,4 +172,14 @@ def sweep(now: datetime | None = None) -> list[SweepResult]:
     with connection.cursor() as cur:
         cur.execute(_PROJECTS_SQL, [list(PRESENCE_SERIES)])
         projects = sorted(row[0] for row in cur.fetchall())
-    return [sweep_project(project_id, now) for project_id in projects]
+    results = []
+    for project_id in projects:
+        try:
+            results.append(sweep_project(project_id, now))
+        except DatabaseError as error:
+            if not connection.is_usable():
+                raise  # the database went away: the task retries later
+            # One project's failure (a row it cannot write) must not stop every other
+            # project's attribution: logged, retried on the next sweep.
+            log.exception("GPU cost attribution of project %s failed: %s", project_id, error)
+    return results

@@ -66,3 +66,20 @@ def test_a_projects_first_sweep_starts_at_its_first_gpu_sample(project: Any, h10
     assert result.due >= 20
     assert CostInterval.objects.filter(project=project).order_by("start").first().start == t0  # type: ignore[union-attr]
     assert cost_of(call[0], call[1]) == (Decimal("0.03"), "attributed")
+
+
+def test_a_deleted_projects_samples_do_not_stop_the_others(project: Any, h100_price: Any, t0: datetime) -> None:
+    """Metric series carry no foreign key: a deleted project's samples outlive it. The sweep
+    leaves such a project out (its cursor could not be written) and every other project is
+    still attributed."""
+    from apps.accounts.models import Project
+
+    gone = Project.objects.create(name="gone")
+    gpu_samples(gone.id, "vllm-9", [("GPU-z", H100)], [t0])
+    Project.objects.filter(pk=gone.pk).delete()
+    gpu_samples(project.id, "vllm-0", [("GPU-a", H100)], [t0])
+    call = Traffic(project.id).call(t0 + timedelta(seconds=10), 0, 60)
+    AttributionCursor.objects.create(project=project, computed_until=t0, watermark=datetime.now(UTC))
+    attribute_costs()
+    assert not AttributionCursor.objects.filter(project_id=gone.pk).exists()
+    assert cost_of(call[0], call[1]) == (Decimal("0.06"), "attributed")

@@ -11,7 +11,13 @@ from collectors.metric_records import SeriesIdentities, series_hash, series_iden
 from collectors.otlp_metrics import PointLimits, decode_metrics_protobuf
 from tests.gpu.helpers import gauge, now_ns, request_of
 
-LIMITS = PointLimits(now_ns=time.time_ns(), max_future_ns=60 * 10**9, oldest_ns=0)
+
+def limits() -> PointLimits:
+    # Taken when a test decodes, not when the module is imported: the suite may run for
+    # many minutes between the two, and points made meanwhile would be "in the future".
+    return PointLimits(now_ns=time.time_ns(), max_future_ns=60 * 10**9, oldest_ns=0)
+
+
 RESOURCE = {"service.name": "support-api", "host.name": "node-1"}
 # Equal (and equal-hashing) as Python values, distinct series as sent: 1 == 1.0 == True.
 LOOKALIKES: list[dict[str, object]] = [{"gpu.index": 1}, {"gpu.index": 1.0}, {"gpu.index": True}, {"gpu.index": "1"}]
@@ -19,7 +25,7 @@ LOOKALIKES: list[dict[str, object]] = [{"gpu.index": 1}, {"gpu.index": 1.0}, {"g
 
 def _decoded(attributes: dict[str, object]) -> tuple[int, dict[str, object]]:
     body = request_of([gauge("hw.gpu.utilization", [(now_ns(), 0.5)], attributes)], RESOURCE)
-    points, rejected = decode_metrics_protobuf(body, LIMITS)
+    points, rejected = decode_metrics_protobuf(body, limits())
     assert rejected == []
     [point] = points
     return point.series_id, point.attributes

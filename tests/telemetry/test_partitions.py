@@ -32,7 +32,9 @@ def test_maintenance_creates_ahead_and_drops_past_retention(settings: object) ->
     created, dropped = maintain_partitions(today)
     days = existing_partition_days()
     assert {today - timedelta(days=1), today, today + timedelta(days=1), today + timedelta(days=2)} <= days
-    assert dropped == [old] and old not in days
+    # Other tests' committed history may have left older partitions: they go too.
+    assert old in dropped and old not in days
+    assert all(day < today - timedelta(days=10) for day in dropped)
     assert created == [today + timedelta(days=n) for n in range(-1, 3)]
     # Idempotent: a second run changes nothing.
     assert maintain_partitions(today) == ([], [])
