@@ -287,6 +287,9 @@ def test_rollup_reads_are_index_range_scans_of_one_grouping_set(travelled: Any) 
         (_KEPT_SQL, "day_build_identity"),
     ]:  # fmt: skip
         with connection.cursor() as cur:
+            # The build and change-note tables are tiny here and their statistics come from
+            # whatever ran before: what is asserted is that an index serves the statement.
+            cur.execute("SET LOCAL enable_seqscan = off")
             cur.execute(f"EXPLAIN {statement}", {**params, "first_day": DAY, "end_day": DAY + timedelta(days=2)})
             text = "\n".join(row[0] for row in cur.fetchall())
         assert index in text, text
