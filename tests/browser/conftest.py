@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,23 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def committed(django_db_blocker: Any, work: Callable[[], Any]) -> Any:
+    """Run `work` on a thread of its own (its own connection, autocommit), so the live server
+    sees what it writes: browser tests run inside a transaction that is rolled back."""
+    from django.db import connection
+
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(work())
+        finally:
+            connection.close()
+
+    with django_db_blocker.unblock():
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(timeout=60)
+    return result[0] if result else None

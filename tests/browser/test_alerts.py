@@ -5,13 +5,12 @@ error or failed request; screenshots under test-artifacts/screenshots/alerts-*.p
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from tests.browser.conftest import login, screenshot
+from tests.browser.conftest import committed, login, screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -75,20 +74,12 @@ def test_rules_create_preview_channels_and_history(
     events: list[str] = []
 
     def sweep() -> None:
-        from django.db import connection
+        rule = AlertRule.objects.get(name="support-chat p99")
+        _, notifications = evaluate_rules([rule], timezone.now())
+        events.extend(n.event for n in notifications)
+        deliver_due()  # nothing listens on port 9: a connection error, retried later
 
-        try:
-            rule = AlertRule.objects.get(name="support-chat p99")
-            _, notifications = evaluate_rules([rule], timezone.now())
-            events.extend(n.event for n in notifications)
-            deliver_due()  # nothing listens on port 9: a connection error, retried later
-        finally:
-            connection.close()
-
-    with django_db_blocker.unblock():
-        worker = threading.Thread(target=sweep)
-        worker.start()
-        worker.join(timeout=60)
+    committed(django_db_blocker, sweep)
     assert events == ["fired"]
 
     page.click("text=History")
@@ -115,26 +106,9 @@ def test_outsider_sees_no_other_tenants_alert_pages(
 ) -> None:
     from apps.alerts.models import AlertRule
 
-    def committed(work: Any) -> Any:
-        # Its own connection (autocommit), so the live server sees it: this test runs inside
-        # a transaction that is rolled back.
-        from django.db import connection
-
-        result: list[Any] = []
-
-        def run() -> None:
-            try:
-                result.append(work())
-            finally:
-                connection.close()
-
-        with django_db_blocker.unblock():
-            worker = threading.Thread(target=run)
-            worker.start()
-            worker.join(timeout=60)
-        return result[0] if result else None
-
-    rule = committed(lambda: AlertRule.objects.create(name="everyone p99", kind="latency", critical_threshold=1))
+    rule = committed(
+        django_db_blocker, lambda: AlertRule.objects.create(name="everyone p99", kind="latency", critical_threshold=1)
+    )
     try:
         page, watch = watched_page
         base = demo_site["url"]
@@ -147,4 +121,4 @@ def test_outsider_sees_no_other_tenants_alert_pages(
         # The 404 (its response and the console line the browser writes for it) was the point.
         watch.found[:] = [p for p in watch.found if "404" not in p]
     finally:
-        committed(lambda: AlertRule.objects.filter(pk=rule.pk).delete())
+        committed(django_db_blocker, lambda: AlertRule.objects.filter(pk=rule.pk).delete())

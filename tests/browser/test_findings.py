@@ -6,38 +6,17 @@ screenshots under test-artifacts/screenshots/findings-*.png."""
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from tests.browser.conftest import login, screenshot
+from tests.browser.conftest import committed, login, screenshot
 from tests.browser.test_csp_and_layout import RECORD_VIOLATIONS, TABLE_LAYOUT, violations
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-def committed(django_db_blocker: Any, work: Callable[[], Any]) -> Any:
-    """Run `work` on a thread of its own (its own connection, autocommit), so the live server
-    sees what it writes: this test runs inside a transaction that is rolled back."""
-    from django.db import connection
-
-    result: list[Any] = []
-
-    def run() -> None:
-        try:
-            result.append(work())
-        finally:
-            connection.close()
-
-    with django_db_blocker.unblock():
-        worker = threading.Thread(target=run)
-        worker.start()
-        worker.join(timeout=60)
-    return result[0] if result else None
 
 
 @pytest.fixture
