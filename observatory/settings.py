@@ -230,6 +230,9 @@ SPAN_ATTRIBUTE_MAX_CHARS = env_int("SPAN_ATTRIBUTE_MAX_CHARS", 1024, minimum=16)
 # Pages roll up the current hour's raw spans for the next freshness boundary in a background
 # thread while serving the previous one (apps/dashboard/page_reads.py).
 DASHBOARD_BACKGROUND_REFRESH = env_bool("DASHBOARD_BACKGROUND_REFRESH", True)
+# A starting web worker waits at most this long for that read of the open hour before it
+# takes requests (observatory/warmup.py; well inside gunicorn's 30 s worker timeout).
+DASHBOARD_PREFILL_WAIT_S = env_int("DASHBOARD_PREFILL_WAIT_S", 10, minimum=0)
 SPAN_ATTRIBUTES_MAX_CHARS = env_int("SPAN_ATTRIBUTES_MAX_CHARS", 16384, minimum=256)
 # Attribute keys that carry the tenant and feature, in order of preference (span attributes,
 # then resource attributes, then W3C baggage copied to attributes).

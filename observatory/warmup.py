@@ -89,14 +89,27 @@ def _render_a_figure() -> None:
 def warm_web_worker() -> float:
     """A web worker's start (gunicorn.conf.py): the current boundary's raw piece of the
     dashboard starts filling in the background (apps/dashboard/page_reads.py: prefill, on its
-    own connection), then the Python warm-up runs beside it. Returns the warm-up's seconds."""
+    own connection), the Python warm-up runs beside it, and then the worker waits for the
+    fill, at most settings.DASHBOARD_PREFILL_WAIT_S: gunicorn hands a worker requests only
+    once this hook returns, so its first page finds the open hour read instead of reading it
+    (a few hundred ms at 10M spans a month) while a person waits. A fill slower than that
+    (a database under load) goes on in the background, and the first page waits for it
+    there. Returns the seconds taken."""
     from apps.dashboard import page_reads
 
+    began = time.perf_counter()
+    fill = None
     try:
-        page_reads.prefill()
+        fill = page_reads.prefill()
     except Exception:
         log.exception("the dashboard's raw pieces were not prefilled; the first page reads them")
-    return warm_process()
+    warm_process()
+    if fill is not None:
+        fill.join(max(0.0, settings.DASHBOARD_PREFILL_WAIT_S - (time.perf_counter() - began)))
+        if fill.is_alive():
+            log.warning("the dashboard's open hour was still being read after %.0f s; the worker starts serving "
+                        "and its first page waits for it", settings.DASHBOARD_PREFILL_WAIT_S)  # fmt: skip
+    return time.perf_counter() - began
 
 
 def project_templates() -> list[str]:

@@ -4,6 +4,8 @@ show the new ones, and never a half-filled piece."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,3 +92,32 @@ def test_a_starting_worker_prefills_the_current_boundary_for_its_first_pages(
 def test_without_background_reads_a_worker_prefills_nothing(settings: Any) -> None:
     settings.DASHBOARD_BACKGROUND_REFRESH = False
     assert page_reads.prefill() is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_starting_worker_takes_requests_only_once_its_open_hour_is_read(
+    client: Client, ingest_key: str, owner: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from observatory.warmup import warm_web_worker
+
+    settings.DASHBOARD_BACKGROUND_REFRESH = True
+    fill = page_reads._fill
+
+    def slow_fill(generation: Any) -> None:  # a database slower than the Python warm-up
+        time.sleep(1.5)
+        fill(generation)
+
+    monkeypatch.setattr(page_reads, "_fill", slow_fill)
+    client.force_login(owner)
+    with time_machine.travel(NOW, tick=False):
+        _ingest(client, ingest_key, count=2)
+        page_reads.forget()
+        warm_web_worker()  # gunicorn.conf.py: post_worker_init, before the worker accepts
+        generation = page_reads._generation
+        assert generation is not None
+        # The open hour's piece is there, every grouping set of it: no page reads it itself.
+        assert [len(by_grouping) for by_grouping in generation.reads.pieces.values()] == [
+            len(generation.reads.grouping_sets)
+        ]
+        assert not any(thread.name == "page-reads-refresh" for thread in threading.enumerate())
+        assert _requests_card(client) == 2
