@@ -151,7 +151,10 @@ def page_reads(view: View) -> View:
         token = _current.set(generation.reads)
         as_of = PAGE_AS_OF.set(generation.as_of)
         try:
-            return view(*args, **kwargs)
+            # Every figure of the page in one snapshot, each planning question asked once
+            # (apps/metrics/snapshot.py); these views only read.
+            with reads.session():
+                return view(*args, **kwargs)
         finally:
             PAGE_AS_OF.reset(as_of)
             _current.reset(token)

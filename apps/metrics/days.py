@@ -34,6 +34,7 @@ from apps.metrics import reads, sql
 from apps.metrics.catalog import SUM_COLUMNS
 from apps.metrics.merge import merge_distributions
 from apps.metrics.plan import ReadPlan
+from apps.metrics.snapshot import remembered
 from apps.rollups.models import DISTRIBUTIONS
 
 DAY = timedelta(days=1)
@@ -136,6 +137,11 @@ def kept_days(plan: ReadPlan) -> KeptDays:
     pairs = [(project_id, day) for project_id, days in sorted(whole_days(plan).items()) for day in days]
     if not pairs:
         return KeptDays()
+    # Every query of a page asks this of the same days: once per reads.session().
+    return remembered(("kept_days", tuple(pairs)), lambda: _kept(pairs))
+
+
+def _kept(pairs: list[DayKey]) -> KeptDays:
     with connection.cursor() as cur:
         cur.execute(_KEPT_SQL, sql.day_params(pairs))
         found = {(int(row[0]), row[1].astimezone(UTC)): (row[2], row[3]) for row in cur.fetchall()}
@@ -165,17 +171,24 @@ def residual_plans(plan: ReadPlan, kept: Sequence[DayKey]) -> list[ReadPlan]:
     return [replace(plan, rollup_start=start, rollup_end=end) for start, end in stretches]
 
 
+def residual_stretches(plan: ReadPlan, kept: Sequence[DayKey]) -> list[tuple[datetime, datetime]]:
+    """The ranges of residual_plans, for one statement that reads them all (reads.rollup_sums'
+    and reads.rollup_distributions' `stretches`)."""
+    return [(stretch.rollup_start, stretch.rollup_end) for stretch in residual_plans(plan, kept)]  # type: ignore[misc]
+
+
 def residual_distribution_rows(
     plan: ReadPlan, kept: Sequence[DayKey], group_by: Sequence[str], filters: Mapping[str, Sequence[str]],
     dists: Sequence[str],
 ) -> list[tuple[Any, ...]]:  # fmt: skip
     """reads.rollup_distributions rows (bucket, *dims, idx, cnt, ...) of the plan's rollup
-    hours outside the kept days, read stretch by stretch (residual_plans)."""
+    hours outside the kept days: each stretch (residual_plans) read on its own, in one
+    statement."""
+    stretches = residual_stretches(plan, kept)
+    if not stretches:
+        return []
     day_clause = ("skip", kept) if kept else None
-    rows: list[tuple[Any, ...]] = []
-    for stretch in residual_plans(plan, kept):
-        rows.extend(reads.rollup_distributions(stretch, group_by, filters, dists, days=day_clause))
-    return rows
+    return reads.rollup_distributions(plan, group_by, filters, dists, days=day_clause, stretches=stretches)
 
 
 def _versions(pairs: Sequence[DayKey]) -> dict[DayKey, Version]:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 
+from apps.metrics.snapshot import remembered
 from apps.rollups.models import DIM_BITS, DIMENSIONS, GROUPING_SETS
 
 HOUR = timedelta(hours=1)
@@ -83,7 +84,13 @@ class ReadPlan:
 
 
 def noted_hours(project_ids: Sequence[int], start: datetime, end: datetime) -> dict[int, list[datetime]]:
-    """Hours in [start, end) with a DirtyHour note, by project (index dirty_hour_read)."""
+    """Hours in [start, end) with a DirtyHour note, by project (index dirty_hour_read); asked
+    once per reads.session() (every grouping set of a range has the same notes)."""
+    return remembered(("noted_hours", tuple(project_ids), start, end),
+                            lambda: _noted_hours(project_ids, start, end))  # fmt: skip
+
+
+def _noted_hours(project_ids: Sequence[int], start: datetime, end: datetime) -> dict[int, list[datetime]]:
     with connection.cursor() as cur:
         cur.execute(
             "SELECT DISTINCT project_id, hour FROM rollups_dirtyhour "

@@ -39,6 +39,7 @@ from apps.metrics.merge import Group
 from apps.metrics.plan import ReadPlan, choose_grouping, floor_hour, plan_reads
 from apps.metrics.reads import SharedReads
 from apps.metrics.scope import UNATTRIBUTED, Scope
+from apps.metrics.snapshot import remembered
 from apps.metrics.sql import TIME_BUCKETS
 from apps.rollups.models import DIMENSIONS, DISTRIBUTIONS
 from apps.rollups.sketch import quantiles
@@ -161,7 +162,7 @@ def filtered_project_ids(filters: Filters) -> tuple[int, ...]:
         return tuple(sorted(set(filters.projects)))
     from apps.accounts.models import Project
 
-    return tuple(Project.objects.order_by("pk").values_list("pk", flat=True))
+    return remembered("project_ids", lambda: tuple(Project.objects.order_by("pk").values_list("pk", flat=True)))
 
 
 def _time_buckets(start: datetime, end: datetime, granularity: str | None) -> list[datetime | None]:
@@ -273,10 +274,13 @@ def _read_rollups(
     kept = days.kept_days(plan) if query.granularity != "hour" else []
     day_clause = ("skip", kept) if kept else None
     keys = 1 + len(query.group_by)
-    for stretch in days.residual_plans(plan, kept):
+    stretches = days.residual_stretches(plan, kept)
+    if stretches:
+        # Each stretch aggregated on its own, in one statement: an output row may come twice.
         sums = reads.rollup_sums(
-            stretch, query.granularity, query.group_by, filters, needs.sums, needs.breakdown, days=day_clause
-        )
+            plan, query.granularity, query.group_by, filters, needs.sums, needs.breakdown, days=day_clause,
+            stretches=stretches,
+        )  # fmt: skip
         for row in sums:
             group = groups.setdefault(_key(row[:keys]), Group())
             group.add_sums(needs.sums, row[keys : keys + len(needs.sums)])

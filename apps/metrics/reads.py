@@ -1,47 +1,26 @@
-"""Reading what a plan names: rollup sums and distributions, and raw pieces.
-
-Each query reads in one snapshot: outside a caller's transaction run_query opens a
-REPEATABLE READ, READ ONLY one, so the noted hours it plans around, the rollup rows and the
-raw spans it reads are all as of one moment, even while the runner replaces hours.
-"""
+"""Reading what a plan names: rollup sums and distributions, and raw pieces, in the
+query's snapshot (apps/metrics/snapshot.py: snapshot, session, re-exported here)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import psycopg
-from django.db import connection, transaction
+from django.db import connection
 from psycopg.adapt import Loader
 
 from apps.metrics import sql
 from apps.metrics.plan import RawPiece, ReadPlan
+from apps.metrics.snapshot import WORK_MEM, ReadSession, remembered, session, snapshot
 from apps.rollups.models import GROUPING_SETS
 
-# For the query's statements only (SET LOCAL, like the rollup runner): the raw pieces run the
-# rollup's large query, whose JIT compilation costs more than it runs, and its sorts and
-# hashes want more than the default 4MB.
-WORK_MEM = "64MB"
-
-
-@contextmanager
-def snapshot() -> Iterator[None]:
-    """The transaction a query reads in, with the statement settings below."""
-    if connection.in_atomic_block:
-        # The caller's transaction and its snapshot rules; no savepoint to pay for.
-        with transaction.atomic(savepoint=False), connection.cursor() as cur:
-            cur.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)", [WORK_MEM])
-            yield
-        return
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        cur.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)", [WORK_MEM])
-        yield
+__all__ = ["WORK_MEM", "ReadSession", "SharedReads", "raw_rows", "remembered", "rollup_distributions",
+           "rollup_sums", "session", "snapshot"]  # fmt: skip
 
 
 class _Int4ArrayAsNumpy(Loader):
@@ -81,15 +60,19 @@ def rollup_sums(
     days: tuple[str, Sequence[tuple[int, datetime]]] | None = None,
     with_project: bool = False,
     table: str = sql.HOUR_TABLE,
+    stretches: Sequence[tuple[datetime, datetime]] | None = None,
 ) -> list[tuple[Any, ...]]:
     """([project,] t, *dims, *sums[, errors_by_type]) per output row, from the plan's rollup
     hours (or, with table=sql.DAY_TABLE, its day rows); `days` = ("skip" | "only", (project,
-    UTC midnight) pairs) leaves out, or reads only, those whole days."""
+    UTC midnight) pairs) leaves out, or reads only, those whole days. `stretches`: read these
+    ranges of rollup hours instead of the plan's one, in one statement; an output row may then
+    come once per stretch (add them up)."""
     filtered = sorted(filters, key=sql.DIMENSIONS.index)
-    clause, params = _days_clause(plan, filters, days)
+    clause, params = _days_clause(plan, filters, days, stretches)
     statement = sql.sums_sql(
-        plan, granularity, group_by, filtered, sums, breakdown, days=clause, with_project=with_project, table=table
-    )
+        plan, granularity, group_by, filtered, sums, breakdown, days=clause, with_project=with_project, table=table,
+        stretches=None if stretches is None else len(stretches),
+    )  # fmt: skip
     with connection.cursor() as cur:
         cur.execute(statement, params)
         rows = cur.fetchall()
@@ -108,23 +91,28 @@ def rollup_distributions(
     days: tuple[str, Sequence[tuple[int, datetime]]] | None = None,
     with_project: bool = False,
     table: str = sql.HOUR_TABLE,
+    stretches: Sequence[tuple[datetime, datetime]] | None = None,
 ) -> list[tuple[Any, ...]]:
     """([project,] bucket, *dims, idx, cnt, idx, cnt, ...) per rollup row, arrays as numpy
-    int64; `days` and `table` as for rollup_sums."""
+    int64; `days`, `table` and `stretches` as for rollup_sums."""
     filtered = sorted(filters, key=sql.DIMENSIONS.index)
-    clause, params = _days_clause(plan, filters, days)
+    clause, params = _days_clause(plan, filters, days, stretches)
     statement = sql.distributions_sql(
-        plan, group_by, filtered, dists, days=clause, with_project=with_project, table=table
-    )
+        plan, group_by, filtered, dists, days=clause, with_project=with_project, table=table,
+        stretches=None if stretches is None else len(stretches),
+    )  # fmt: skip
     with _binary_cursor() as cur:
         cur.execute(statement, params, binary=True)
         return cur.fetchall()
 
 
 def _days_clause(
-    plan: ReadPlan, filters: Mapping[str, Sequence[str]], days: tuple[str, Sequence[tuple[int, datetime]]] | None
+    plan: ReadPlan,
+    filters: Mapping[str, Sequence[str]],
+    days: tuple[str, Sequence[tuple[int, datetime]]] | None,
+    stretches: Sequence[tuple[datetime, datetime]] | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
-    params = sql.rollup_params(plan, filters)
+    params = sql.rollup_params(plan, filters, stretches or ())
     if days is None or (days[0] == "skip" and not days[1]):
         return None, params
     params.update(sql.day_params(days[1]))

@@ -32,7 +32,8 @@ expressions below); every value is a parameter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -66,10 +67,13 @@ _DAYS = (
 )
 
 
-def _where(plan: ReadPlan, filtered: Sequence[str], days: str | None = None) -> str:
+def _where(plan: ReadPlan, filtered: Sequence[str], days: str | None = None, stretch: int | None = None) -> str:
+    """`stretch`: the number of the range (rollup_params' rollup_start_<n>, rollup_end_<n>)
+    this part of a statement reads; None: the plan's own range."""
+    suffix = "" if stretch is None else f"_{stretch}"
     where = (
         "r.project_id = ANY(%(project_ids)s::bigint[]) AND r.grouping = %(grouping)s"
-        " AND r.bucket >= %(rollup_start)s AND r.bucket < %(rollup_end)s"
+        f" AND r.bucket >= %(rollup_start{suffix})s AND r.bucket < %(rollup_end{suffix})s"
     )
     if plan.noted:
         where += (
@@ -102,9 +106,13 @@ def sums_sql(
     days: str | None = None,
     with_project: bool = False,
     table: str = HOUR_TABLE,
+    stretches: int | None = None,
 ) -> str:
     """(t, *dims, *sums[, errors_by_type]) per output row; with_project puts the project
-    first and groups by it too. `days`: see _where. `table`: HOUR_TABLE or DAY_TABLE."""
+    first and groups by it too. `days`: see _where. `table`: HOUR_TABLE or DAY_TABLE.
+    `stretches`: read that many separate ranges of the plan (rollup_params' stretches) in one
+    statement, each aggregated on its own (UNION ALL: a row per output row and stretch; the
+    caller adds them up), each an index range scan of its own hours."""
     _check(granularity, group_by, filtered)
     assert table in _TABLES, table
     for column in sums:
@@ -122,7 +130,20 @@ def sums_sql(
             " FROM unnest(array_agg(r.errors_by_type)) AS o(doc), jsonb_each_text(o.doc) AS kv"
             " GROUP BY kv.key) AS e) AS errors_by_type"
         )
-    return f"SELECT {', '.join(columns)} FROM {table} r WHERE {_where(plan, filtered, days)} GROUP BY {', '.join(keys)}"
+    return _union(
+        lambda stretch: (
+            f"SELECT {', '.join(columns)} FROM {table} r WHERE {_where(plan, filtered, days, stretch)}"
+            f" GROUP BY {', '.join(keys)}"
+        ),
+        stretches,
+    )
+
+
+def _union(part: Callable[[int | None], str], stretches: int | None) -> str:
+    if stretches is None:
+        return part(None)
+    assert stretches > 0
+    return " UNION ALL ".join(f"({part(number)})" for number in range(stretches))
 
 
 def distributions_sql(
@@ -134,9 +155,10 @@ def distributions_sql(
     days: str | None = None,
     with_project: bool = False,
     table: str = HOUR_TABLE,
+    stretches: int | None = None,
 ) -> str:
     """Each rollup row's distributions, by its bucket (r.bucket: the hour, or the day of a day
-    row). `days`: see _where. `table`: HOUR_TABLE or DAY_TABLE."""
+    row). `days`: see _where. `table`: HOUR_TABLE or DAY_TABLE. `stretches`: as sums_sql."""
     _check("hour", group_by, filtered)
     assert table in _TABLES, table
     for dist in dists:
@@ -146,18 +168,29 @@ def distributions_sql(
     for dist in dists:
         columns += [f"r.{dist}_idx", f"r.{dist}_cnt"]
     # Rows without any value of the distributions carry nothing to merge.
-    where = _where(plan, filtered, days)
-    where += " AND (" + " OR ".join(f"cardinality(r.{dist}_idx) > 0" for dist in dists) + ")"
-    return f"SELECT {', '.join(columns)} FROM {table} r WHERE {where}"
+    present = " AND (" + " OR ".join(f"cardinality(r.{dist}_idx) > 0" for dist in dists) + ")"
+    return _union(
+        lambda stretch: (
+            f"SELECT {', '.join(columns)} FROM {table} r WHERE {_where(plan, filtered, days, stretch)}" + present
+        ),
+        stretches,
+    )
 
 
-def rollup_params(plan: ReadPlan, filters: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def rollup_params(
+    plan: ReadPlan, filters: Mapping[str, Sequence[str]], stretches: Sequence[tuple[datetime, datetime]] = ()
+) -> dict[str, Any]:
+    """The parameters of a statement above; `stretches`, the ranges of a statement made with
+    stretches=len(stretches)."""
     params: dict[str, Any] = {
         "project_ids": list(plan.project_ids),
         "grouping": plan.grouping,
         "rollup_start": plan.rollup_start,
         "rollup_end": plan.rollup_end,
     }
+    for number, (start, end) in enumerate(stretches):
+        params[f"rollup_start_{number}"] = start
+        params[f"rollup_end_{number}"] = end
     noted = [(project_id, piece) for piece in plan.noted for project_id in piece.project_ids]
     params["noted_projects"] = [project_id for project_id, _ in noted]
     params["noted_starts"] = [piece.start for _, piece in noted]

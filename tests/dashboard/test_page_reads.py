@@ -121,3 +121,18 @@ def test_a_starting_worker_takes_requests_only_once_its_open_hour_is_read(
         ]
         assert not any(thread.name == "page-reads-refresh" for thread in threading.enumerate())
         assert _requests_card(client) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_figure_of_a_page_is_read_in_one_snapshot(client: Client, ingest_key: str, owner: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(owner)
+    with time_machine.travel(NOW, tick=False):
+        _ingest(client, ingest_key, count=2)
+        for url in ("/?range=7d&compare=1", "/features/?range=30d", "/models/?range=24h"):
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get(url).status_code == 200
+            opened = [query["sql"] for query in captured.captured_queries if "SET TRANSACTION" in query["sql"]]
+            assert opened == ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"], url
