@@ -187,8 +187,19 @@ def residual_distribution_rows(
     stretches = residual_stretches(plan, kept)
     if not stretches:
         return []
-    day_clause = ("skip", kept) if kept else None
-    return reads.rollup_distributions(plan, group_by, filters, dists, days=day_clause, stretches=stretches)
+    return reads.rollup_distributions(
+        plan, group_by, filters, dists, days=skip_clause(kept, stretches), stretches=stretches
+    )
+
+
+def skip_clause(
+    kept: Sequence[DayKey], stretches: Sequence[tuple[datetime, datetime]]
+) -> tuple[str, list[DayKey]] | None:
+    """The "skip" days clause of a read of `stretches`: only the kept days inside them (another
+    project's kept day in a stretch that is partial for this one). Usually none: the clause,
+    an anti-join of every hour row against every kept day, is then left out."""
+    inside = [pair for pair in kept if any(start <= pair[1] < end for start, end in stretches)]
+    return ("skip", inside) if inside else None
 
 
 def _versions(pairs: Sequence[DayKey]) -> dict[DayKey, Version]:

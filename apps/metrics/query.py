@@ -272,13 +272,13 @@ def _read_rollups(
     # Whole closed days come from days.py (kept, or read and kept); the other rollup hours
     # from their rows. Hourly charts read every hour's rows.
     kept = days.kept_days(plan) if query.granularity != "hour" else []
-    day_clause = ("skip", kept) if kept else None
     keys = 1 + len(query.group_by)
     stretches = days.residual_stretches(plan, kept)
     if stretches:
         # Each stretch aggregated on its own, in one statement: an output row may come twice.
         sums = reads.rollup_sums(
-            plan, query.granularity, query.group_by, filters, needs.sums, needs.breakdown, days=day_clause,
+            plan, query.granularity, query.group_by, filters, needs.sums, needs.breakdown,
+            days=days.skip_clause(kept, stretches),
             stretches=stretches,
         )  # fmt: skip
         for row in sums:

@@ -189,3 +189,25 @@ def test_partial_days_are_read_hour_by_hour_and_only_around_the_whole_days(proje
         (DAY + timedelta(days=3), DAY + timedelta(days=3, hours=2)),
     ]
     assert residual_plans(plan, []) == [plan]
+
+
+def test_a_day_kept_for_one_project_is_not_read_again_by_the_hour_for_it(project: Project, now: Any) -> None:
+    """Two projects; one day stale for the first only: that day is read by the hour for the
+    first, and from its day rows for the second, never both (counted twice)."""
+    other = Project.objects.create(name="days-2")
+    for hour in range(0, 72, 5):
+        rollup(other, hour, 0, [150.0 + hour, 250.0])
+    rebuild_stale_days(NOW)
+    RollupHour.objects.filter(project=project, bucket=DAY + timedelta(days=1, hours=6), grouping=0).update(requests=9)
+    query = Query(METRICS, DAY - timedelta(hours=2), DAY + timedelta(days=3, hours=1), granularity="day")
+    plan = plan_reads(0, [project.pk, other.pk], query.start, query.end, NOW)
+    kept = kept_days(plan)
+    assert (other.pk, DAY + ONE_DAY) in kept, kept
+    assert (project.pk, DAY + ONE_DAY) not in kept, kept
+    by_day = run_query(query, EVERYTHING).rows
+    by_hour = run_query(Query(METRICS, query.start, query.end, granularity="hour"), EVERYTHING).rows
+    assert [row["requests"] for row in by_day] == [
+        sum(row["requests"] for row in by_hour if row["time"].date() == day["time"].date()) for day in by_day
+    ]
+    # The third day: the first project's five hours (one of them changed), the second's five.
+    assert by_day[2]["requests"] == 3 * 5 - 3 + 9 + 2 * 5
