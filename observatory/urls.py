@@ -3,6 +3,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+# Refusals before any view (a Host outside ALLOWED_HOSTS): JSON under /api/, OTLP on the receiver.
+handler400 = "observatory.errors.bad_request"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),

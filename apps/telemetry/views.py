@@ -89,6 +89,13 @@ def _error_response(exc: Rejection, media_type: str) -> HttpResponse:
     return response
 
 
+def refusal(request: HttpRequest, status: int, message: str) -> HttpResponse:
+    """An OTLP error answer, in the request's encoding, for a refusal made outside the view
+    (observatory.errors: a Host header outside ALLOWED_HOSTS)."""
+    media_type, _ = _content_type(request)
+    return _error_response(Rejection(status, message), media_type)
+
+
 def _presented_key(request: HttpRequest) -> str:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if header[:7].lower() == "bearer ":
