@@ -266,6 +266,7 @@ def _time_page(client: Any, path: str, runs: int) -> tuple[float, float, float]:
     page_reads.wait_for_refresh()
     page_reads.forget()
     days.CACHE.clear()
+    days.HOURS.clear()
     PriceBook.forget()
     partitions.forget_known_partitions()
     views.forget_cached_keys()

@@ -65,7 +65,7 @@ def main() -> None:
     from django.db import connection
 
     from apps.accounts.models import Project, TenantAccess
-    from apps.metrics.days import CACHE
+    from apps.metrics.days import CACHE, HOURS
     from apps.reports import delivery
     from apps.reports.models import ReviewSubscription, WeeklyReview
     from apps.reports.weeks import ReviewWeek
@@ -110,6 +110,7 @@ def main() -> None:
         next_send_at=now + timedelta(days=7)
     )
     CACHE.clear()
+    HOURS.clear()
     with time_machine.travel(now, tick=True):
         began = time.perf_counter()
         result = delivery.sweep(now)

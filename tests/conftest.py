@@ -39,6 +39,7 @@ def _fresh_caches() -> Iterator[None]:
     def forget() -> None:
         page_reads.forget()
         days.CACHE.clear()
+        days.HOURS.clear()
         partitions.forget_known_partitions()
         views.forget_cached_keys()
         PriceBook.forget()

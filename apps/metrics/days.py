@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from django.db import connection
 
 from apps.metrics import reads, sql
@@ -51,16 +52,21 @@ Version = tuple[int, ...]
 Part = dict[tuple[Any, ...], Any]
 
 
-class _Cache:
-    def __init__(self) -> None:
+class _Versioned:
+    """Values kept in the process under a version: a value is served only while the version
+    asked for equals the one it was kept under. Least recently used first out, bounded by
+    MAX_PAIRS array pairs (what `size` says each value weighs)."""
+
+    def __init__(self, size: Callable[[Hashable, Any], int]) -> None:
+        self.size = size
         self.lock = threading.Lock()
-        # (project, day, shape, part) -> (version, part, its size)
-        self.entries: OrderedDict[tuple[int, datetime, Shape, str], tuple[Version, Part, int]] = OrderedDict()
+        self.entries: OrderedDict[Hashable, tuple[Hashable, Any, int]] = OrderedDict()
         self.pairs = 0
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple[int, datetime, Shape, str], version: Version) -> Part | None:
+    def get(self, key: Hashable, version: Hashable) -> Any:
+        """The value kept under `version`; None when there is none."""
         with self.lock:
             entry = self.entries.get(key)
             if entry is None or entry[0] != version:
@@ -70,13 +76,13 @@ class _Cache:
             self.hits += 1
             return entry[1]
 
-    def put(self, key: tuple[int, datetime, Shape, str], version: Version, part: Part) -> None:
-        size = sum(len(value[0]) if key[3] in DISTRIBUTIONS else SUMS_WEIGHT for value in part.values())
+    def put(self, key: Hashable, version: Hashable, value: Any) -> None:
+        size = self.size(key, value)
         with self.lock:
             old = self.entries.pop(key, None)
             if old is not None:
                 self.pairs -= old[2]
-            self.entries[key] = (version, part, size)
+            self.entries[key] = (version, value, size)
             self.pairs += size
             while self.pairs > MAX_PAIRS and self.entries:
                 _, (_, _, evicted) = self.entries.popitem(last=False)
@@ -88,7 +94,71 @@ class _Cache:
             self.pairs = self.hits = self.misses = 0
 
 
-CACHE = _Cache()
+def _part_size(key: Hashable, part: Part) -> int:
+    assert isinstance(key, tuple)
+    return sum(len(value[0]) if key[3] in DISTRIBUTIONS else SUMS_WEIGHT for value in part.values())
+
+
+def _rows_size(key: Hashable, rows: list[tuple[Any, ...]]) -> int:
+    return sum(max(SUMS_WEIGHT, sum(len(value) for value in row if isinstance(value, np.ndarray))) for row in rows)
+
+
+# The second level: per (project, day, shape, part), a kept day's part under its version.
+CACHE = _Versioned(_part_size)
+# The third level: what a statement read from hour rows of days that are not kept (the
+# partial days at a range's ends, today's closed hours, a stale day), under those days'
+# versions (hour_versions), so a warm page does not read the same closed hours again.
+HOURS = _Versioned(_rows_size)
+
+
+# Per (project, day): the build of its day rows, and its change notes (the highest id, how
+# many, their sum). Every write of a day's hour rows adds a note in its own transaction
+# (rollups.DayChange, insert-only), and a rebuild deletes the notes it read and makes a new
+# build in one: so two snapshots that see the same version of a day see the same hour rows.
+# (The highest note id alone would not do: ids are handed out before commit, so a note with
+# a lower id can become visible later; it changes the count.)
+_HOUR_VERSIONS_SQL = """
+SELECT d.project_id, d.day, b.id, c.last, c.notes, c.total
+FROM unnest(%(day_projects)s::bigint[], %(day_starts)s::timestamptz[]) AS d(project_id, day)
+LEFT JOIN rollups_daybuild AS b ON b.project_id = d.project_id AND b.day = d.day
+CROSS JOIN LATERAL (SELECT max(n.id) AS last, count(*) AS notes, sum(n.id) AS total
+                    FROM rollups_daychange AS n WHERE n.project_id = d.project_id AND n.day = d.day) AS c
+"""
+
+
+def hour_versions(plan: ReadPlan, stretches: Sequence[tuple[datetime, datetime]]) -> tuple[Any, ...]:
+    """The version of every (project, day) the stretches' hour rows lie in, read in the
+    query's snapshot; asked once per reads.session()."""
+    pairs: list[DayKey] = []
+    for start, end in stretches:
+        day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        while day < end:
+            pairs.extend((project_id, day) for project_id in plan.project_ids)
+            day += DAY
+    pairs = sorted(set(pairs))
+
+    def ask() -> tuple[Any, ...]:
+        with connection.cursor() as cur:
+            cur.execute(_HOUR_VERSIONS_SQL, sql.day_params(pairs))
+            return tuple(sorted((int(row[0]), row[1], *row[2:]) for row in cur.fetchall()))
+
+    return remembered(("hour_versions", tuple(pairs)), ask)
+
+
+def hour_rows(
+    plan: ReadPlan, stretches: Sequence[tuple[datetime, datetime]], question: Hashable,
+    read: Callable[[], list[tuple[Any, ...]]],
+) -> list[tuple[Any, ...]]:  # fmt: skip
+    """read()'s rows (a read of the plan's hour rows in `stretches`, asking `question`: every
+    parameter of the statement but the plan's), kept in the process under the versions of the
+    days they lie in. The rows are shared: callers must not change them."""
+    key = (question, plan.grouping, plan.project_ids, plan.noted, tuple(stretches))
+    version = hour_versions(plan, stretches)
+    rows: list[tuple[Any, ...]] | None = HOURS.get(key, version)
+    if rows is None:
+        rows = read()
+        HOURS.put(key, version, rows)
+    return rows
 
 
 def whole_days(plan: ReadPlan) -> dict[int, list[datetime]]:
@@ -187,9 +257,13 @@ def residual_distribution_rows(
     stretches = residual_stretches(plan, kept)
     if not stretches:
         return []
-    return reads.rollup_distributions(
-        plan, group_by, filters, dists, days=skip_clause(kept, stretches), stretches=stretches
-    )
+    skip = skip_clause(kept, stretches)
+    question = ("distributions", tuple(group_by), tuple(sorted(filters.items())), tuple(dists),
+                skip and tuple(skip[1]))  # fmt: skip
+    return hour_rows(
+        plan, stretches, question,
+        lambda: reads.rollup_distributions(plan, group_by, filters, dists, days=skip, stretches=stretches),
+    )  # fmt: skip
 
 
 def skip_clause(

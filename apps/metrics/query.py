@@ -276,10 +276,13 @@ def _read_rollups(
     stretches = days.residual_stretches(plan, kept)
     if stretches:
         # Each stretch aggregated on its own, in one statement: an output row may come twice.
-        sums = reads.rollup_sums(
-            plan, query.granularity, query.group_by, filters, needs.sums, needs.breakdown,
-            days=days.skip_clause(kept, stretches),
-            stretches=stretches,
+        skip = days.skip_clause(kept, stretches)
+        question = ("sums", query.granularity, query.group_by, tuple(sorted(filters.items())), tuple(needs.sums),
+                    needs.breakdown, skip and tuple(skip[1]))  # fmt: skip
+        sums = days.hour_rows(
+            plan, stretches, question,
+            lambda: reads.rollup_sums(plan, query.granularity, query.group_by, filters, needs.sums, needs.breakdown,
+                                      days=skip, stretches=stretches),
         )  # fmt: skip
         for row in sums:
             group = groups.setdefault(_key(row[:keys]), Group())

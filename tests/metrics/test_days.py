@@ -145,7 +145,7 @@ def test_the_oldest_kept_days_go_first_past_the_size_limit(monkeypatch: pytest.M
     from apps.metrics import days
 
     monkeypatch.setattr(days, "MAX_PAIRS", 10)
-    cache = days._Cache()
+    cache = days._Versioned(days._part_size)
     four = {(): (np.arange(4), np.ones(4, dtype=np.int64))}
     shape = (0, (), ())
     for n in range(3):
@@ -211,3 +211,32 @@ def test_a_day_kept_for_one_project_is_not_read_again_by_the_hour_for_it(project
     ]
     # The third day: the first project's five hours (one of them changed), the second's five.
     assert by_day[2]["requests"] == 3 * 5 - 3 + 9 + 2 * 5
+
+
+def test_hours_read_by_the_hour_are_kept_until_a_row_of_their_day_changes(project: Project, now: Any) -> None:
+    """The partial days at a range's ends are read from hour rows and kept in the process
+    under their days' versions: read again only once any hour row of the day is updated,
+    inserted or deleted, whoever writes it."""
+    from apps.metrics.days import HOURS
+    from apps.rollups.runner import compact_day_changes
+
+    rebuild_stale_days(NOW)
+    query = Query(METRICS, DAY + timedelta(hours=5), DAY + timedelta(days=2, hours=12))
+
+    def requests() -> int:
+        return int(run_query(query, EVERYTHING).rows[0]["requests"])
+
+    assert requests() == 11 * 3  # hours 5, 10, ..., 55
+    hits = HOURS.hits
+    assert requests() == 11 * 3 and HOURS.hits == hits + 2  # sums and distributions, not read again
+    RollupHour.objects.filter(bucket=DAY + timedelta(days=2, hours=2), grouping=0).update(requests=100)
+    assert requests() == 11 * 3 - 3 + 100
+    rollup(project, 51, 0, [1.0, 2.0])
+    assert requests() == 11 * 3 - 3 + 100 + 2
+    RollupHour.objects.filter(bucket=DAY + timedelta(hours=5), grouping=0).delete()  # the first day, built
+    assert requests() == 11 * 3 - 3 + 100 + 2 - 3
+    compact_day_changes()  # the notes folded: a new version, the same rows
+    assert requests() == 11 * 3 - 3 + 100 + 2 - 3
+    rebuild_stale_days(NOW)  # notes consumed, new builds
+    assert requests() == 11 * 3 - 3 + 100 + 2 - 3
+    assert run_query(query, Scope(tenants=("acme",))).rows[0]["requests"] == 11  # another question, read by itself

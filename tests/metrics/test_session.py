@@ -66,9 +66,11 @@ def test_a_session_asks_each_planning_question_once_and_gives_the_same_numbers(p
     assert _statements(together, "SET TRANSACTION") == 1
     assert _statements(one_by_one, "accounts_project") == len(QUERIES)
     assert _statements(together, "accounts_project") == 1
-    for table in ("rollups_dirtyhour", "rollups_daybuild"):
-        assert _statements(one_by_one, table) == len(QUERIES), table
-        assert _statements(together, table) == 2, table
+    # Noted hours; kept days' builds; the versions of the days read by the hour (asked before
+    # the sums and again before the distributions of a query outside a session).
+    for question, asked in (("FROM rollups_dirtyhour", 1), ("AS stale", 1), ("AS notes", 2)):
+        assert _statements(one_by_one, question) == asked * len(QUERIES), question
+        assert _statements(together, question) == 2, question
     # Outside a session every query opens its own again.
     with CaptureQueriesContext(connection) as after:
         run_query(QUERIES[0], EVERYTHING)
