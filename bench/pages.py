@@ -32,6 +32,12 @@ its own line. `--only trace` times only the pages whose name holds "trace" (and 
 On `--reuse`, pending migrations are applied and closed days without current day rows
 (RollupDay) are built first, as the rollups sweep would.
 
+Then (not with `--only`) the accuracy the speed is not bought with: p50/p95/p99 of latency
+and TTFT over the last 30 days up to now, per provider and model, from the query layer (the
+pages' reads: kept days, hour rows, the raw open edge) against percentile_cont over every
+call in raw spans (an LLM span whose parent is not one), and the request counts, which must
+be equal. Printed as `worst_percentile_error_pct=` (relative, in percent; target < 1).
+
 The last lines are `worst_cleared_page_ms=`, `worst_cold_page_ms=` and `worst_page_p95_ms=`
 (milliseconds).
 """
@@ -183,6 +189,7 @@ def main() -> None:
             results[search[0]] = _time_page(client, search[1], args.runs)
         except SystemExit as failure:
             print(f"{search[0]} failed: {str(failure).splitlines()[0]}")
+        accuracy = None if args.only else _percentile_errors(now)
     print(f"machine: {os.cpu_count()} cores; {args.runs} runs per page after one warm-up")
     for name, (p50, p95, cleared) in results.items():
         print(f"{name:30s} p50 {p50:5.0f} ms   p95 {p95:5.0f} ms   cold (fresh process) {cold[name]:5.0f} ms"
@@ -191,11 +198,69 @@ def main() -> None:
         print(f"traces_search_p95_ms={results[search[0]][1]:.0f}")
     else:
         print("traces_search_p95_ms=failed")
+    if accuracy is not None:
+        compared, worst, where = accuracy
+        print(f"percentiles compared with percentile_cont on raw spans: {compared} (worst: {where})")
+        print(f"worst_percentile_error_pct={worst:.3f}")
     print(f"worst_cleared_page_ms={max(results[name][2] for name, _ in pages):.0f}")
     print(f"worker start before the first request (Django set up, warm-up): "
           f"{min(t[1] for t in started.values()):.0f}-{max(t[1] for t in started.values()):.0f} ms")  # fmt: skip
     print(f"worst_cold_page_ms={max(cold[name] for name, _ in pages):.0f}")
     print(f"worst_page_p95_ms={max(results[name][1] for name, _ in pages):.0f}")
+
+
+EXACT_SQL = """
+SELECT c.provider, coalesce(c.request_model, c.response_model), count(*),
+       percentile_cont(%(qs)s::float8[]) WITHIN GROUP (ORDER BY c.duration_ms),
+       percentile_cont(%(qs)s::float8[]) WITHIN GROUP (ORDER BY c.ttft_ms)
+FROM telemetry_span c
+LEFT JOIN telemetry_span p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+                          AND p.start_time >= %(start)s::timestamptz - interval '1 day'
+WHERE c.is_llm AND p.is_llm IS NOT TRUE AND c.start_time >= %(start)s AND c.start_time < %(end)s
+GROUP BY 1, 2
+"""
+
+
+def _percentile_errors(now: Any) -> tuple[int, float, str]:
+    """(percentiles compared, the worst relative error in percent, where) over the last 30
+    days: the query layer per provider and model against percentile_cont on raw calls. The
+    bench data nests LLM spans (OpenLLMetry over the Anthropic SDK, a vLLM server span under
+    its client) but has no sibling pairs, so "an LLM span whose parent is not one" is the call.
+    A request count that differs is a failure, not an error figure."""
+    from django.db import connection, transaction
+
+    from apps.metrics.query import Query, Scope, run_query
+
+    quantiles = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+    metrics = ("requests", *(f"{dist}_ms_{q}" for dist in ("e2e", "ttft") for q in quantiles))
+    start = now - timedelta(days=30)
+    rows = run_query(Query(metrics, start, now, group_by=("provider", "model")), Scope(tenants=None)).rows
+    # (groups of no call: the semantic-cache lookups and tasks, with no provider or model)
+    mine = {(row["provider"], row["model"]): row for row in rows if row["requests"]}
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL statement_timeout = 0")
+        cur.execute("SET LOCAL work_mem = '256MB'")
+        cur.execute(EXACT_SQL, {"qs": list(quantiles.values()), "start": start, "end": now})
+        exact = cur.fetchall()
+    if len(exact) != len(mine):
+        raise SystemExit(f"accuracy: {len(mine)} provider/model rows from the query layer, {len(exact)} exact")
+    compared, worst, where = 0, 0.0, ""
+    for provider, model, requests, e2e, ttft in exact:
+        row = mine[(provider, model)]
+        if row["requests"] != requests:
+            raise SystemExit(f"accuracy: {provider}/{model}: {row['requests']} requests, exactly {requests}")
+        for dist, values in (("e2e", e2e), ("ttft", ttft)):
+            for q, value in zip(quantiles, values or (None,) * len(quantiles), strict=True):
+                figure = row[f"{dist}_ms_{q}"]
+                if value is None or figure is None:
+                    if (value is None) != (figure is None):
+                        raise SystemExit(f"accuracy: {provider}/{model} {dist} {q}: {figure}, exactly {value}")
+                    continue
+                compared += 1
+                error = abs(float(figure) - value) / value * 100 if value else abs(float(figure))
+                if error > worst:
+                    worst, where = error, f"{provider}/{model} {dist} {q} {float(figure):.1f} ms, exactly {value:.1f}"
+    return compared, worst, where
 
 
 def _cold_render_ms(path: str, now: Any, bench_url: str) -> tuple[float, float]:
