@@ -200,7 +200,9 @@ def _metrics_operation() -> dict[str, Any]:
         "operationId": "getMetrics",
         "summary": "Metrics over a time range, filtered, grouped and bucketed",
         "description": (
-            "One row per (time bucket, group) with data. Without group_by every bucket of the range "
+            "One row per (time bucket, group) with data for the metrics asked (a group of only semantic-cache "
+            "lookups, which have no provider or model, is a row when a cache metric is asked). "
+            "Without group_by every bucket of the range "
             "is present, empty ones included; without granularity there is one row of totals per group."
         ),
         "parameters": [

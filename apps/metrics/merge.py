@@ -79,6 +79,11 @@ class Group:
                 (np.asarray(indexes, dtype=np.int64), np.asarray(counts, dtype=np.int64))
             )
 
+    @property
+    def empty(self) -> bool:
+        """Nothing the question counts: every sum read is 0, no error, no sample."""
+        return not (any(self.sums.values()) or self.errors_by_type or any(self.distributions.values()))
+
     def sum(self, column: str) -> Any:
         return self.sums.get(column, zero_of(column))
 

@@ -256,6 +256,11 @@ def run_query(query: Query, scope: Scope, *, shared: SharedReads | None = None) 
     if not query.group_by:
         for bucket in _time_buckets(query.start, query.end, query.granularity):
             groups.setdefault((bucket,), Group())
+    else:
+        # A group is one with data for the question. Rollup rows of other things (semantic-cache
+        # lookups and tasks have no provider or model) give a group nothing asked for here: no
+        # row of 0 calls under a blank model; asked for the cache hit rate, that group stays.
+        groups = {key: group for key, group in groups.items() if not group.empty}
     rows = [_row(key, group, query, specs) for key, group in sorted(groups.items(), key=_sort_key)]
     return QueryResult(query=query, rows=rows, plan=plan)
 

@@ -205,3 +205,46 @@ def test_dimension_values_are_scoped(owner_client: Client, outsider_client: Clie
     assert values(outsider_client, "feature") == ["search"]
     assert values(outsider_client, "tenant", tenant="acme") == []
     assert values(outsider_client, "provider") == ["openai"]
+
+
+def _semantic_cache_hit(ingest_key: str) -> None:
+    """A request answered from the app's semantic cache: a root span and its lookup, no call."""
+    import time
+
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.otlp_helpers import protobuf_body
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-api"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("tests")
+    t0 = time.time_ns() - 60 * 10**9
+    with tracer.start_as_current_span("POST /chat", start_time=t0, attributes={"tenant.id": "acme"}):
+        lookup = tracer.start_span("semantic cache lookup", start_time=t0 + 1_000)
+        lookup.set_attribute("observatory.semantic_cache.hit", True)
+        lookup.end(end_time=t0 + 5_000_000)
+    provider.shutdown()
+    body = protobuf_body(exporter.get_finished_spans())
+    headers = {"Authorization": f"Bearer {ingest_key}"}
+    response = Client().post("/v1/traces", data=body, content_type="application/x-protobuf", headers=headers)
+    assert response.status_code == 200, response.content
+
+
+def test_a_group_is_there_only_with_data_for_the_question(owner_client: Client, ingest_key: str) -> None:
+    """A semantic-cache hit has no provider or model: grouped by model, cost and calls show no
+    blank model with 0 calls and a cost of 0; asked for the cache hit rate, its group is there."""
+    _semantic_cache_hit(ingest_key)
+    by_model = get(owner_client, metrics="requests,cost_usd", group_by="model")["rows"]
+    assert [(row["model"], row["requests"]) for row in by_model] == [("gpt-4o-mini", TOTAL_CALLS)]
+    hourly = get(owner_client, metrics="requests", group_by="model", granularity="hour")["rows"]
+    assert {row["model"] for row in hourly} == {"gpt-4o-mini"}
+    assert [row["model"] for row in get_csv(owner_client, metrics="cost_usd", group_by="model")] == ["gpt-4o-mini"]
+    by_provider = get(owner_client, metrics="requests,semantic_cache_hit_rate", group_by="provider")["rows"]
+    assert [(row["provider"], row["requests"], row["semantic_cache_hit_rate"]) for row in by_provider] == [
+        ("", 0, 1.0),
+        ("openai", TOTAL_CALLS, None),
+    ]
