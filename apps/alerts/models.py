@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import urllib.parse
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -352,12 +353,21 @@ class Silence(models.Model):
     def __str__(self) -> str:
         return f"silence until {self.ends_at:%Y-%m-%d %H:%M} ({self.rule or self.tenant or 'everything'})"
 
+    def covers(self, state: AlertState) -> bool:
+        """A silence covers its rule (or every rule) and its tenant (or every tenant)."""
+        return self.rule_id in (None, state.rule_id) and self.tenant in ("", state.tenant)
+
     @classmethod
-    def active_for(cls, state: AlertState, now: datetime) -> Silence | None:
-        # A silence covers its rule (or every rule) and its tenant (or every tenant).
-        tenants = ["", state.tenant] if state.tenant else [""]
-        scope = (Q(rule=state.rule_id) | Q(rule__isnull=True)) & Q(tenant__in=tenants)
-        return cls.objects.filter(ends_at__gt=now).filter(scope).order_by("-ends_at").first()
+    def active(cls, now: datetime) -> list[Silence]:
+        """The silences in force at `now`, the longest first: few at any time."""
+        return list(cls.objects.filter(ends_at__gt=now).order_by("-ends_at", "pk"))
+
+    @classmethod
+    def active_for(cls, state: AlertState, now: datetime, active: Sequence[Silence] | None = None) -> Silence | None:
+        """The silence holding back `state`'s deliveries at `now`, if any; `active` is
+        Silence.active(now) read once for many states."""
+        silences = cls.active(now) if active is None else active
+        return next((silence for silence in silences if silence.covers(state)), None)
 
 
 class Notification(models.Model):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,11 +56,39 @@ def claim_due_rules(now: datetime, limit: int = 5000) -> list[int]:
         return sorted(row[0] for row in cur.fetchall())
 
 
-def _states_for(rules: Sequence[AlertRule]) -> dict[tuple[int, str], AlertState]:
-    return {
-        (state.rule_id, state.group_key): state
-        for state in AlertState.objects.filter(rule__in=[rule.pk for rule in rules])
-    }
+def _states_for(
+    rules: Sequence[AlertRule], keys: Sequence[tuple[int, str]] | None = None
+) -> dict[tuple[int, str], AlertState]:
+    """The rules' alert states (only those of `keys`, when given), each holding its rule."""
+    by_id = {rule.pk: rule for rule in rules}
+    rule_ids = list(by_id) if keys is None else sorted({rule_id for rule_id, _ in keys})
+    found = AlertState.objects.filter(rule__in=rule_ids)
+    wanted = None if keys is None else set(keys)
+    states = {}
+    for state in found:
+        if wanted is None or (state.rule_id, state.group_key) in wanted:
+            state.rule = by_id[state.rule_id]  # no query per state for its rule (titles, labels)
+            states[(state.rule_id, state.group_key)] = state
+    return states
+
+
+@dataclass
+class _Recipients:
+    """Read once per cycle instead of once per transition: the silences in force and each
+    rule's active channels (a cycle may fire hundreds of alerts; each read was a round trip)."""
+
+    silences: list[Silence]
+    channels: dict[int, list[Channel]]
+
+    @classmethod
+    def of(cls, rules: Sequence[AlertRule], now: datetime) -> _Recipients:
+        channels: dict[int, list[Channel]] = {rule.pk: [] for rule in rules}
+        links = AlertRule.channels.through.objects.filter(
+            alertrule_id__in=list(channels), channel__status=Channel.Status.ACTIVE
+        ).select_related("channel")
+        for link in sorted(links, key=lambda link: (link.channel.name, link.channel.pk)):  # Channel's ordering
+            channels[link.alertrule_id].append(link.channel)
+        return cls(Silence.active(now), channels)
 
 
 def evaluate_rules(rules: Sequence[AlertRule], now: datetime) -> tuple[Cycle, list[Notification]]:
@@ -67,18 +96,32 @@ def evaluate_rules(rules: Sequence[AlertRule], now: datetime) -> tuple[Cycle, li
     deliveries queued. Returns the cycle and the notifications this caller wrote."""
     states = _states_for(rules)
     cycle = judge(rules, now, states)
+    by_id = {rule.pk: rule for rule in rules}
+    # New alerts' states in one statement (another evaluator may create some first: both then
+    # race on version), read back in one.
+    missing = [
+        (rule_id, verdict)
+        for rule_id, verdicts in cycle.verdicts.items()
+        for verdict in verdicts
+        if (rule_id, verdict.group_key) not in states and verdict.level in ("warning", "critical")
+    ]
+    if missing:
+        AlertState.objects.bulk_create(
+            [AlertState(rule=by_id[rule_id], group_key=verdict.group_key, group=verdict.group, tenant=verdict.tenant)
+             for rule_id, verdict in missing],
+            ignore_conflicts=True,
+        )  # fmt: skip
+        states.update(_states_for(rules, [(rule_id, verdict.group_key) for rule_id, verdict in missing]))
+    recipients = _Recipients.of(rules, now) if cycle.verdicts else None
     notifications: list[Notification] = []
     touched: list[AlertState] = []
-    by_id = {rule.pk: rule for rule in rules}
     for rule_id, verdicts in cycle.verdicts.items():
         rule = by_id[rule_id]
         for verdict in verdicts:
             state = states.get((rule_id, verdict.group_key))
-            if state is None and verdict.level in ("warning", "critical"):
-                state = _create_state(rule, verdict)
             if state is None:
                 continue
-            found = _transition(rule, state, verdict, now)
+            found = _transition(rule, state, verdict, now, recipients)
             if found is not None:
                 notifications.append(found)
             else:
@@ -89,14 +132,6 @@ def evaluate_rules(rules: Sequence[AlertRule], now: datetime) -> tuple[Cycle, li
     if touched:
         AlertState.objects.bulk_update(touched, ["value", "summary", "last_evaluated_at"], batch_size=500)
     return cycle, notifications
-
-
-def _create_state(rule: AlertRule, verdict: Verdict) -> AlertState:
-    AlertState.objects.bulk_create(
-        [AlertState(rule=rule, group_key=verdict.group_key, group=verdict.group, tenant=verdict.tenant)],
-        ignore_conflicts=True,  # another evaluator may create it first: both then race on version
-    )
-    return AlertState.objects.get(rule=rule, group_key=verdict.group_key)
 
 
 def _event_for(state: AlertState, verdict: Verdict, rule: AlertRule, now: datetime) -> str | None:
@@ -117,7 +152,9 @@ def _event_for(state: AlertState, verdict: Verdict, rule: AlertRule, now: dateti
     return None
 
 
-def _transition(rule: AlertRule, state: AlertState, verdict: Verdict, now: datetime) -> Notification | None:
+def _transition(
+    rule: AlertRule, state: AlertState, verdict: Verdict, now: datetime, recipients: _Recipients | None = None
+) -> Notification | None:
     state.value, state.summary = verdict.value, verdict.summary
     event = _event_for(state, verdict, rule, now)
     if event is None or verdict.level is None:
@@ -173,12 +210,13 @@ def _transition(rule: AlertRule, state: AlertState, verdict: Verdict, now: datet
                 )
         except IntegrityError:
             return None
-        silence = Silence.active_for(state, now)
+        recipients = recipients or _Recipients.of([rule], now)
+        silence = Silence.active_for(state, now, recipients.silences)
         if silence is not None:
             Notification.objects.filter(pk=notification.pk).update(silenced=True)
             notification.silenced = True
         else:
-            queue_deliveries(notification, list(rule.channels.filter(status=Channel.Status.ACTIVE)), now)
+            queue_deliveries(notification, recipients.channels[rule.pk], now)
     log.info("alert %s %s: %s", state.pk, event, notification.title)
     return notification
 

@@ -287,3 +287,35 @@ def test_the_sweep_task_evaluates_due_rules_once(slow_checkout: None) -> None:
         traveller.shift(timedelta(minutes=61))  # due, and past the cooldown
         assert evaluate_due() == 1
     assert events(rule) == [("fired", "warning"), ("repeated", "warning")]
+
+
+def test_a_cycle_reads_silences_channels_and_rules_once_however_many_alerts_fire(project: Project) -> None:
+    """Many alerts firing at once (a bad deploy, every tenant) cost a few statements each, not
+    a read of the silences, the channels and the rule per alert; what they decide is the same."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    tenants = ["acme", "globex", "initech", "umbrella", "hooli"]
+    for tenant in tenants:
+        store_calls(project, [200.0] * 40, tenant=tenant, errors=10)
+    active = Channel.objects.create(name="hook", kind="webhook", config={"url": "http://127.0.0.1:9/hook"})
+    disabled = Channel.objects.create(name="old hook", kind="webhook", config={"url": "http://127.0.0.1:9/old"},
+                                      status=Channel.Status.DISABLED)  # fmt: skip
+    rule = AlertRule.objects.create(name="errors per tenant", kind=AlertRule.Kind.ERROR_RATE, group_by=["tenant"],
+                                    warning_threshold=0.05, critical_threshold=0.2, min_samples=20)  # fmt: skip
+    rule.channels.set([active, disabled])
+    Silence.objects.create(tenant="globex", ends_at=NOW + timedelta(hours=1))  # every rule, one tenant
+    Silence.objects.create(rule=rule, tenant="initech", ends_at=NOW + timedelta(hours=1))
+    Silence.objects.create(rule=rule, tenant="hooli", ends_at=NOW - timedelta(minutes=1))  # over
+    with CaptureQueriesContext(connection) as queries:
+        notifications = evaluate_rules([AlertRule.objects.get(pk=rule.pk)], NOW)[1]
+    assert sorted((n.tenant, n.silenced) for n in notifications) == [
+        ("acme", False), ("globex", True), ("hooli", False), ("initech", True), ("umbrella", False),
+    ]  # fmt: skip
+    assert sorted(Delivery.objects.values_list("notification__tenant", "channel__name")) == [
+        ("acme", "hook"), ("hooli", "hook"), ("umbrella", "hook"),
+    ]  # fmt: skip
+    reads = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("SELECT")]
+    for table in ("alerts_silence", "alerts_channel", "alerts_alertrule"):
+        assert sum(f'FROM "{table}"' in sql for sql in reads) <= 1, table
+    assert len(queries) <= 60  # 5 alerts: the reads, then ~5 statements each
