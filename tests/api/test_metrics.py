@@ -207,7 +207,7 @@ def test_dimension_values_are_scoped(owner_client: Client, outsider_client: Clie
     assert values(outsider_client, "provider") == ["openai"]
 
 
-def _semantic_cache_hit(ingest_key: str) -> None:
+def _semantic_cache_hit(ingest_key: str, tenant: str = "acme") -> None:
     """A request answered from the app's semantic cache: a root span and its lookup, no call."""
     import time
 
@@ -223,7 +223,7 @@ def _semantic_cache_hit(ingest_key: str) -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("tests")
     t0 = time.time_ns() - 60 * 10**9
-    with tracer.start_as_current_span("POST /chat", start_time=t0, attributes={"tenant.id": "acme"}):
+    with tracer.start_as_current_span("POST /chat", start_time=t0, attributes={"tenant.id": tenant}):
         lookup = tracer.start_span("semantic cache lookup", start_time=t0 + 1_000)
         lookup.set_attribute("observatory.semantic_cache.hit", True)
         lookup.end(end_time=t0 + 5_000_000)
@@ -248,3 +248,12 @@ def test_a_group_is_there_only_with_data_for_the_question(owner_client: Client, 
         ("", 0, 1.0),
         ("openai", TOTAL_CALLS, None),
     ]
+
+
+def test_a_tenant_whose_traffic_is_all_cache_hits_is_offered(owner_client: Client, ingest_key: str) -> None:
+    _semantic_cache_hit(ingest_key, tenant="initech")
+    response = owner_client.get("/api/v1/dimensions/tenant", {"range": "24h"})
+    assert response.status_code == 200, response.content
+    assert response.json()["values"] == ["acme", "globex", "initech"]
+    rows = get(owner_client, metrics="semantic_cache_hit_rate", tenant="initech")["rows"]
+    assert [row["semantic_cache_hit_rate"] for row in rows] == [1.0]
