@@ -26,6 +26,7 @@ from apps.api.params import (
     reject_unknown_params,
 )
 from apps.api.render import columns_for, iso, jsonable, to_csv
+from apps.dashboard import page_reads
 from apps.metrics.query import DIMENSIONS, Filters, Query, dimension_values, metric_spec, run_query
 from apps.metrics.request import filters_echo
 
@@ -54,9 +55,12 @@ def _csv_filename(query: Query) -> str:
 
 @api_endpoint()
 def metrics(request: HttpRequest, user: Any) -> HttpResponse:
-    asked: MetricsRequest = parse_metrics_request(request.GET, timezone.now())
+    now = timezone.now()
+    asked: MetricsRequest = parse_metrics_request(request.GET, now)
     query = asked.query
-    result = run_query(query, scope_for(user))
+    # The current hour's raw pieces of this 10-second boundary, read once per process for the
+    # pages and this API alike (apps/dashboard/page_reads.py), not once per request.
+    result = run_query(query, scope_for(user), shared=page_reads.of_boundary(now))
     rows = [{key: jsonable(value) for key, value in row.items()} for row in result.rows]
     if asked.output_format == "csv":
         columns = columns_for(result.columns, rows)
@@ -80,9 +84,11 @@ def metrics(request: HttpRequest, user: Any) -> HttpResponse:
 def dimensions(request: HttpRequest, user: Any, dimension: str) -> HttpResponse:
     dimension = parse_dimension(dimension)
     reject_unknown_params(request.GET, DIMENSION_PARAMS)
-    time_range = parse_time_range(request.GET, timezone.now())
+    now = timezone.now()
+    time_range = parse_time_range(request.GET, now)
     filters = parse_filters(request.GET)
-    values = dimension_values(dimension, time_range.start, time_range.end, scope_for(user), filters)
+    shared = page_reads.of_boundary(now)
+    values = dimension_values(dimension, time_range.start, time_range.end, scope_for(user), filters, shared=shared)
     document = {
         "dimension": dimension,
         "query": {

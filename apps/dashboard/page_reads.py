@@ -162,6 +162,15 @@ def page_reads(view: View) -> View:
     return wrapper  # type: ignore[return-value]
 
 
+def of_boundary(now: datetime) -> SharedReads | None:
+    """The raw pieces of `now`'s 10-second boundary, shared with the pages, for a reader
+    whose window must end at that boundary (the JSON API): None while the generation being
+    served is still the previous boundary's (its successor is being read in the background),
+    and the reader reads its pieces itself, as without sharing."""
+    generation = _generation_for(now)
+    return generation.reads if generation.as_of == freshness_boundary(now) else None
+
+
 def current() -> SharedReads | None:
     return _current.get()
 

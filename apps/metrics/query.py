@@ -374,8 +374,9 @@ def _row(key: tuple[Any, ...], group: Group, query: Query, specs: list[MetricSpe
 
 
 def dimension_values(
-    dimension: str, start: datetime, end: datetime, scope: Scope, filters: Filters = Filters()
-) -> list[str]:
+    dimension: str, start: datetime, end: datetime, scope: Scope, filters: Filters = Filters(),
+    shared: SharedReads | None = None,
+) -> list[str]:  # fmt: skip
     """The values a dimension takes in [start, end) within the scope and filters, sorted.
 
     Read the same way as every figure (rollups plus the open edge), so a value offered in a
@@ -385,7 +386,7 @@ def dimension_values(
         raise ValueError(f"unknown dimension {dimension!r}; known: {', '.join(DIMENSIONS)}")
     # Calls, semantic-cache lookups or tasks: a tenant whose traffic is all cache hits is offered.
     asked = ("requests", "semantic_cache_lookups", "tasks")
-    result = run_query(Query(asked, start, end, filters, group_by=(dimension,)), scope)
+    result = run_query(Query(asked, start, end, filters, group_by=(dimension,)), scope, shared=shared)
     return sorted({row[dimension] for row in result.rows if row[dimension] is not None})
 
 

@@ -136,3 +136,62 @@ def test_every_figure_of_a_page_is_read_in_one_snapshot(client: Client, ingest_k
                 assert client.get(url).status_code == 200
             opened = [query["sql"] for query in captured.captured_queries if "SET TRANSACTION" in query["sql"]]
             assert opened == ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"], url
+
+
+def _api_requests(client: Client, **params: str) -> int:
+    response = client.get("/api/v1/metrics", {"metrics": "requests", "range": "1h", **params})
+    assert response.status_code == 200, response.content
+    return int(response.json()["rows"][0]["requests"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_shares_the_pages_pieces_of_its_own_boundary_only(
+    client: Client, ingest_key: str, owner: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSON API ends its window at the same 10-second boundary as the pages and reads the
+    open hour from the same shared piece: once per boundary per process, not once a request.
+    It never answers as of an older boundary: while the pages are served the previous
+    boundary's figures (the next being read in the background), it reads for itself."""
+    from apps.metrics import reads
+
+    raw_reads: list[str] = []
+    read_raw = reads.raw_rows
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        raw_reads.append(threading.current_thread().name)
+        return read_raw(*args, **kwargs)
+
+    monkeypatch.setattr(reads, "raw_rows", counted)
+    # The background refresh waits until told, so the API is asked while it runs.
+    go_on = threading.Event()
+    refresh = page_reads._refresh
+
+    def held_refresh(boundary: datetime) -> None:
+        go_on.wait(30)
+        refresh(boundary)
+
+    monkeypatch.setattr(page_reads, "_refresh", held_refresh)
+    settings.DASHBOARD_BACKGROUND_REFRESH = True
+    client.force_login(owner)
+    with time_machine.travel(NOW, tick=False) as traveller:
+        _ingest(client, ingest_key, count=2)
+        assert _requests_card(client) == 2  # the page fills this boundary's piece
+        assert raw_reads and set(raw_reads) == {"MainThread"}
+        raw_reads.clear()
+        assert _api_requests(client) == 2
+        assert _api_requests(client, group_by="tenant") == 2
+        assert _api_requests(client, tenant="acme") == 2
+        assert raw_reads == []  # the piece the page read
+
+        traveller.shift(timedelta(seconds=10))
+        _ingest(client, ingest_key, count=3)
+        assert _requests_card(client) == 2  # the pages: the previous boundary, a refresh started
+        assert _api_requests(client) == 5  # the API: its own boundary, read by itself
+        assert raw_reads and set(raw_reads) == {"MainThread"}
+        go_on.set()
+        page_reads.wait_for_refresh()
+        raw_reads.clear()
+        assert _api_requests(client) == 5
+        assert raw_reads == []
+    go_on.set()
+    page_reads.wait_for_refresh()
