@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.views import defaults
 
 
@@ -26,7 +27,7 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
         from apps.api.auth import error_response
 
         return error_response(400, _reason(exception))
-    if path == "/v1/traces":
+    if path == reverse("otlp-traces"):
         from apps.telemetry.views import refusal
 
         return refusal(request, 400, _reason(exception))

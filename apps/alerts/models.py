@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import secrets
 import urllib.parse
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -361,13 +360,6 @@ class Silence(models.Model):
     def active(cls, now: datetime) -> list[Silence]:
         """The silences in force at `now`, the longest first: few at any time."""
         return list(cls.objects.filter(ends_at__gt=now).order_by("-ends_at", "pk"))
-
-    @classmethod
-    def active_for(cls, state: AlertState, now: datetime, active: Sequence[Silence] | None = None) -> Silence | None:
-        """The silence holding back `state`'s deliveries at `now`, if any; `active` is
-        Silence.active(now) read once for many states."""
-        silences = cls.active(now) if active is None else active
-        return next((silence for silence in silences if silence.covers(state)), None)
 
 
 class Notification(models.Model):

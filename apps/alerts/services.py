@@ -83,12 +83,14 @@ class _Recipients:
     @classmethod
     def of(cls, rules: Sequence[AlertRule], now: datetime) -> _Recipients:
         channels: dict[int, list[Channel]] = {rule.pk: [] for rule in rules}
-        links = AlertRule.channels.through.objects.filter(
-            alertrule_id__in=list(channels), channel__status=Channel.Status.ACTIVE
-        ).select_related("channel")
-        for link in sorted(links, key=lambda link: (link.channel.name, link.channel.pk)):  # Channel's ordering
-            channels[link.alertrule_id].append(link.channel)
+        active = Channel.objects.filter(status=Channel.Status.ACTIVE, rules__in=list(channels))
+        for channel in active.annotate(for_rule=F("rules")):
+            channels[channel.for_rule].append(channel)
         return cls(Silence.active(now), channels)
+
+    def silence_for(self, state: AlertState) -> Silence | None:
+        """The silence holding back `state`'s deliveries (the longest in force), if any."""
+        return next((silence for silence in self.silences if silence.covers(state)), None)
 
 
 def evaluate_rules(rules: Sequence[AlertRule], now: datetime) -> tuple[Cycle, list[Notification]]:
@@ -211,8 +213,7 @@ def _transition(
         except IntegrityError:
             return None
         recipients = recipients or _Recipients.of([rule], now)
-        silence = Silence.active_for(state, now, recipients.silences)
-        if silence is not None:
+        if recipients.silence_for(state) is not None:
             Notification.objects.filter(pk=notification.pk).update(silenced=True)
             notification.silenced = True
         else:

@@ -146,13 +146,14 @@ def hour_versions(plan: ReadPlan, stretches: Sequence[tuple[datetime, datetime]]
 
 
 def hour_rows(
-    plan: ReadPlan, stretches: Sequence[tuple[datetime, datetime]], question: Hashable,
-    read: Callable[[], list[tuple[Any, ...]]],
+    plan: ReadPlan, stretches: Sequence[tuple[datetime, datetime]], filters: Mapping[str, Sequence[str]],
+    skip: tuple[str, list[DayKey]] | None, question: Hashable, read: Callable[[], list[tuple[Any, ...]]],
 ) -> list[tuple[Any, ...]]:  # fmt: skip
-    """read()'s rows (a read of the plan's hour rows in `stretches`, asking `question`: every
-    parameter of the statement but the plan's), kept in the process under the versions of the
-    days they lie in. The rows are shared: callers must not change them."""
-    key = (question, plan.grouping, plan.project_ids, plan.noted, tuple(stretches))
+    """read()'s rows (a read of the plan's hour rows in `stretches`, with `filters`, skipping
+    `skip`'s days, asking `question`: the statement's other parameters), kept in the process
+    under the versions of the days they lie in. The rows are shared: callers must not change them."""
+    shape = (tuple(sorted((dim, tuple(values)) for dim, values in filters.items())), skip and tuple(skip[1]))
+    key = (question, shape, plan.grouping, plan.project_ids, plan.noted, tuple(stretches))
     version = hour_versions(plan, stretches)
     rows: list[tuple[Any, ...]] | None = HOURS.get(key, version)
     if rows is None:
@@ -258,10 +259,8 @@ def residual_distribution_rows(
     if not stretches:
         return []
     skip = skip_clause(kept, stretches)
-    question = ("distributions", tuple(group_by), tuple(sorted(filters.items())), tuple(dists),
-                skip and tuple(skip[1]))  # fmt: skip
     return hour_rows(
-        plan, stretches, question,
+        plan, stretches, filters, skip, ("distributions", tuple(group_by), tuple(dists)),
         lambda: reads.rollup_distributions(plan, group_by, filters, dists, days=skip, stretches=stretches),
     )  # fmt: skip
 

@@ -282,10 +282,9 @@ def _read_rollups(
     if stretches:
         # Each stretch aggregated on its own, in one statement: an output row may come twice.
         skip = days.skip_clause(kept, stretches)
-        question = ("sums", query.granularity, query.group_by, tuple(sorted(filters.items())), tuple(needs.sums),
-                    needs.breakdown, skip and tuple(skip[1]))  # fmt: skip
+        question = ("sums", query.granularity, query.group_by, tuple(needs.sums), needs.breakdown)
         sums = days.hour_rows(
-            plan, stretches, question,
+            plan, stretches, filters, skip, question,
             lambda: reads.rollup_sums(plan, query.granularity, query.group_by, filters, needs.sums, needs.breakdown,
                                       days=skip, stretches=stretches),
         )  # fmt: skip
